@@ -1,0 +1,228 @@
+"""Typed settings: defaults serve the local stack; `cdc.yaml` and `CDC_*` variables override.
+
+Precedence (highest first): `CDC_*` environment variables (nested keys joined by `__`, e.g.
+`CDC_KAFKA__BOOTSTRAP_SERVERS`), the YAML file (`CDC_CONFIG` or `./cdc.yaml`), the defaults.
+Secrets are `SecretStr`: they print as `**********` everywhere. Local-stack secrets that are not
+set are generated once and kept in `$CDC_HOME/secrets/` (mode 0600), never in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cdc.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class MariaDbSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(3307, ge=1, le=65535)
+    admin_user: str = "cdc_admin"
+    admin_password: SecretStr | None = None
+    debezium_user: str = "cdc_debezium"
+    debezium_password: SecretStr | None = None
+    server_id: int = 1
+    time_zone: str = "+00:00"
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = Field(9093, ge=1, le=65535)
+    group_id: str = "cdc-ingest"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every client (secrets revealed only here)."""
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+
+class ConnectSettings(BaseModel):
+    url: str = "http://127.0.0.1:8083"
+    connector_name: str = "cdc-mariadb"
+    topic_prefix: str = "cdc"
+    database_server_id: int = 5401
+    include_databases: list[str] = Field(default_factory=list)
+    exclude_databases: list[str] = Field(default_factory=list)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("topic_prefix must be a plain identifier (letters, digits, _)")
+        return v
+
+
+class CatalogSettings(BaseModel):
+    """The Iceberg catalog shared by pyiceberg and Spark (their catalog names must be equal)."""
+
+    name: str = "lake"
+    type: Literal["sql", "rest"] = "sql"
+    uri: str | None = None  # default: SQLite file under CDC_HOME
+    warehouse: str | None = None  # default: folder under CDC_HOME
+    properties: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("catalog name must be a plain identifier")
+        return v
+
+
+class IngestSettings(BaseModel):
+    buckets: int = Field(16, ge=1, le=1024)
+    flush_rows: int = Field(50_000, ge=1)
+    flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    flush_seconds: float = Field(10.0, gt=0)
+    poll_batch: int = Field(2_000, ge=1, le=100_000)
+
+
+class SparkSettings(BaseModel):
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = Field(4, ge=1)
+
+
+class TableOverride(BaseModel):
+    buckets: int | None = Field(None, ge=1, le=1024)
+
+
+class Settings(BaseSettings):
+    """All settings of the `cdc` command and its jobs."""
+
+    model_config = SettingsConfigDict(env_prefix="CDC_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Path(".cdc")
+    cache: Path = Path.home() / ".cache" / "cdc"
+    mariadb: MariaDbSettings = Field(default_factory=MariaDbSettings)  # type: ignore[arg-type]
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    connect: ConnectSettings = Field(default_factory=ConnectSettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    tables: dict[str, TableOverride] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def catalog_uri(self) -> str:
+        if self.catalog.uri:
+            return self.catalog.uri
+        return f"sqlite:///{(self.home / 'lake' / 'catalog.db').resolve()}"
+
+    @property
+    def warehouse(self) -> str:
+        if self.catalog.warehouse:
+            return self.catalog.warehouse
+        return (self.home / "lake" / "warehouse").resolve().as_uri()
+
+    def catalog_properties(self) -> dict[str, str]:
+        """What any Iceberg reader (pyiceberg `load_catalog`) needs to open the lake."""
+        props = {"type": self.catalog.type, "uri": self.catalog_uri, "warehouse": self.warehouse}
+        if self.catalog.type == "sql":
+            props["init_catalog_tables"] = "true"
+        props.update(self.catalog.properties)
+        return props
+
+    def buckets_for(self, db: str, table: str) -> int:
+        override = self.tables.get(f"{db}.{table}")
+        if override and override.buckets:
+            return override.buckets
+        return self.ingest.buckets
+
+    def secret(self, value: SecretStr | None, name: str) -> SecretStr:
+        """A configured secret, or the local stack's generated one."""
+        if value is not None:
+            return value
+        return SecretStr(local_secret(self.home, name))
+
+    def admin_password(self) -> SecretStr:
+        return self.secret(self.mariadb.admin_password, "mariadb-admin")
+
+    def debezium_password(self) -> SecretStr:
+        return self.secret(self.mariadb.debezium_password, "mariadb-debezium")
+
+
+def local_secret(home: Path, name: str) -> str:
+    """Read or create a random secret for the local stack under `home/secrets` (mode 0600)."""
+    folder = home / "secrets"
+    path = folder / name
+    if path.exists():
+        return path.read_text().strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    value = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("CDC_CONFIG", "cdc.yaml"))
+        if not path.exists():
+            if "CDC_CONFIG" in os.environ:
+                raise ConfigError(f"settings file {path} does not exist (CDC_CONFIG)")
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"settings file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"settings file {path} must hold a mapping at the top level")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The resolved settings as plain data, secrets masked, derived catalog properties filled in."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["catalog"]["properties"] = settings.catalog_properties()
+    return data

@@ -1,0 +1,115 @@
+"""Render the connector definitions in `connectors/` from settings and apply them over Connect's REST API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cdc.config import Settings
+from cdc.errors import ConfigError, ServiceError
+from cdc.stack.services import Connect
+
+log = logging.getLogger(__name__)
+
+CONNECTORS_DIR = Path(__file__).resolve().parent.parent / "connectors"
+DEBEZIUM_TEMPLATE = "debezium-mariadb.json"
+
+
+def render(template: str, values: dict[str, str]) -> dict[str, str]:
+    """Pure: fill `{{name}}` placeholders; an unknown or unfilled placeholder is an error."""
+    doc = json.loads(template)
+    out: dict[str, str] = {}
+    for key, raw in doc.items():
+        if key.startswith("_"):
+            continue
+        value = str(raw)
+        for name, filled in values.items():
+            value = value.replace("{{" + name + "}}", filled)
+        if "{{" in value:
+            raise ConfigError(f"connector setting {key} has an unfilled placeholder: {value}")
+        if value == "":
+            continue  # an empty include/exclude list means "not set"
+        out[key] = value
+    return out
+
+
+def debezium_config(settings: Settings, secrets_file: Path) -> dict[str, str]:
+    template = (CONNECTORS_DIR / DEBEZIUM_TEMPLATE).read_text()
+    return render(
+        template,
+        {
+            "mariadb_host": settings.mariadb.host,
+            "mariadb_port": str(settings.mariadb.port),
+            "debezium_user": settings.mariadb.debezium_user,
+            "secrets_file": str(secrets_file),
+            "server_id": str(settings.connect.database_server_id),
+            "topic_prefix": settings.connect.topic_prefix,
+            "include_databases": ",".join(settings.connect.include_databases),
+            "exclude_databases": ",".join(settings.connect.exclude_databases),
+            "bootstrap": settings.kafka.bootstrap_servers,
+        },
+    )
+
+
+def _request(url: str, method: str = "GET", body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            text = resp.read()
+            return json.loads(text) if text else None
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail).get("message", detail)
+        except (ValueError, AttributeError):
+            pass
+        raise ServiceError(f"Kafka Connect refused {method} {url}: {exc.code} {detail}") from exc
+    except urllib.error.URLError as exc:
+        raise ServiceError(f"Kafka Connect is not reachable at {url}: {exc.reason}") from exc
+
+
+def connector_state(settings: Settings) -> dict[str, Any] | None:
+    name = settings.connect.connector_name
+    try:
+        status = _request(f"{settings.connect.url}/connectors/{name}/status")
+    except ServiceError as exc:
+        if " 404 " in str(exc):
+            return None
+        raise
+    return status if isinstance(status, dict) else None
+
+
+def apply(settings: Settings, timeout: float = 90.0) -> str:
+    """Create or update the Debezium connector and wait until it and its task run."""
+    connect = Connect(settings)
+    connect.write_secrets()
+    config = debezium_config(settings, connect.secrets_file())
+    name = settings.connect.connector_name
+    _request(f"{settings.connect.url}/connectors/{name}/config", "PUT", config)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = connector_state(settings) or {}
+        connector = status.get("connector", {}).get("state")
+        tasks = status.get("tasks", [])
+        failed = [t for t in tasks if t.get("state") == "FAILED"]
+        if connector == "FAILED" or failed:
+            trace = (failed[0] if failed else status.get("connector", {})).get("trace", "")
+            first = trace.strip().splitlines()[0] if trace else "no trace"
+            raise ServiceError(f"connector {name} failed to start: {first}", str(connect.files.log_file))
+        if connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks):
+            log.info("connector %s is running", name)
+            return name
+        time.sleep(1)
+    raise ServiceError(f"connector {name} did not reach RUNNING within {timeout:.0f} s", str(connect.files.log_file))
+
+
+def delete(settings: Settings) -> None:
+    name = settings.connect.connector_name
+    if connector_state(settings) is not None:
+        _request(f"{settings.connect.url}/connectors/{name}", "DELETE")

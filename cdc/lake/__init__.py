@@ -1,0 +1,1 @@
+"""The Iceberg side: catalog, table layout, type mapping and the landing writer."""

@@ -1,0 +1,136 @@
+"""The Iceberg catalog and the lake's tables: names, creation, and what their snapshots record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
+
+from cdc.config import Settings
+from cdc.events.model import TableId, TableSchema
+from cdc.lake import schema as lake_schema
+
+log = logging.getLogger(__name__)
+
+CHANGELOG_SUFFIX = "_changelog"
+PROP_KEY = "cdc.primary-key"
+PROP_SOURCE = "cdc.source-table"
+PROP_KIND = "cdc.kind"
+OFFSETS = "cdc.kafka-offsets"
+MERGED_UPTO = "cdc.merged-changelog-snapshot"
+
+BASE_PROPERTIES = {
+    "format-version": "2",
+    "write.merge.mode": "merge-on-read",
+    "write.update.mode": "merge-on-read",
+    "write.delete.mode": "merge-on-read",
+    "write.parquet.compression-codec": "zstd",
+}
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    """pyiceberg's view of the shared catalog (same name and tables as Spark's JdbcCatalog)."""
+    props = settings.catalog_properties()
+    if settings.catalog.type == "sql":
+        props.setdefault("schema_version", "v1")
+        uri = props["uri"]
+        if uri.startswith("sqlite:///"):
+            path = Path(uri.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_wal(path)
+        warehouse = props["warehouse"]
+        if warehouse.startswith("file://"):
+            Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    return load_catalog(settings.catalog.name, **props)
+
+
+def _sqlite_wal(path: Path) -> None:
+    # WAL lets pyiceberg and Spark's JDBC catalog read while the other commits
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def changelog_name(table: TableId) -> tuple[str, str]:
+    return (table.db, table.table + CHANGELOG_SUFFIX)
+
+
+def base_name(table: TableId) -> tuple[str, str]:
+    return (table.db, table.table)
+
+
+def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+
+
+def _create(catalog: Catalog, ident: tuple[str, str], columns: list[Any], key: tuple[str, ...], buckets: int, props: dict[str, str]) -> Table:
+    schema = lake_schema.iceberg_schema(columns)
+    spec = lake_schema.bucket_spec(schema, key, buckets)
+    try:
+        return catalog.create_table(ident, schema=schema, partition_spec=spec, properties=props)
+    except TableAlreadyExistsError:
+        return catalog.load_table(ident)
+
+
+def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: TableSchema) -> Table:
+    """Create the changelog and base tables of `table` on first sight; return the changelog table."""
+    try:
+        return catalog.load_table(changelog_name(table))
+    except NoSuchTableError:
+        pass
+    _ensure_namespace(catalog, table.db)
+    buckets = settings.buckets_for(table.db, table.table)
+    common = {PROP_KEY: json.dumps(list(source.key)), PROP_SOURCE: str(table)}
+    try:
+        catalog.load_table(base_name(table))
+    except NoSuchTableError:
+        _create(catalog, base_name(table), lake_schema.lake_columns(source, changelog=False), source.key, buckets,
+                {**BASE_PROPERTIES, **common, PROP_KIND: "base"})
+    log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
+    return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
+                   {"format-version": "2", "write.parquet.compression-codec": "zstd", **common, PROP_KIND: "changelog"})
+
+
+def ancestors(table: Table) -> Iterator[Any]:
+    """The current snapshot and its ancestors, newest first."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        yield snapshot
+        if snapshot.parent_snapshot_id is None:
+            return
+        snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
+
+
+def committed_offsets(table: Table) -> dict[str, dict[int, int]]:
+    """Next Kafka offset per topic and partition, as the newest changelog commit that recorded them says."""
+    for snapshot in ancestors(table):
+        summary = snapshot.summary
+        raw = summary.additional_properties.get(OFFSETS) if summary is not None else None
+        if raw:
+            data = json.loads(raw)
+            return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in data.items()}
+    return {}
+
+
+def encode_offsets(offsets: dict[str, dict[int, int]]) -> str:
+    return json.dumps({t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(offsets.items())}, separators=(",", ":"))
+
+
+def lake_tables(catalog: Catalog) -> list[TableId]:
+    """Every source table that has a changelog table in the lake."""
+    found: list[TableId] = []
+    for ns in catalog.list_namespaces():
+        for ident in catalog.list_tables(ns):
+            name = ident[-1]
+            if name.endswith(CHANGELOG_SUFFIX):
+                found.append(TableId(".".join(ns), name.removesuffix(CHANGELOG_SUFFIX)))
+    return sorted(found, key=str)

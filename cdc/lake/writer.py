@@ -1,0 +1,53 @@
+"""Change records -> Arrow batches -> one atomic changelog append carrying the Kafka offsets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.table import Table
+
+from cdc.events.model import ChangeEvent
+from cdc.lake import schema as ls
+from cdc.lake.catalog import OFFSETS, encode_offsets
+
+log = logging.getLogger(__name__)
+
+
+def to_arrow(events: Sequence[ChangeEvent], target: pa.Schema, ingested_at: dt.datetime) -> pa.Table:
+    """Pure: column-wise Arrow table in the changelog table's schema."""
+    columns: dict[str, list[Any]] = {name: [] for name in target.names}
+    meta = ls.RESERVED
+    source_names = [n for n in target.names if n not in meta]
+    for ev in events:
+        values = ev.values
+        for name in source_names:
+            columns[name].append(values.get(name))
+        c = ev.coordinates
+        columns[ls.OP].append(ev.op.value)
+        columns[ls.SEQ].append(Decimal(ev.seq))
+        columns[ls.SOURCE_TS].append(dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ev.source_ts_us))
+        columns[ls.INGESTED_AT].append(ingested_at)
+        columns[ls.KAFKA_TOPIC].append(c.topic)
+        columns[ls.KAFKA_PARTITION].append(c.partition)
+        columns[ls.KAFKA_OFFSET].append(c.offset)
+    arrays = [pa.array(columns[f.name], type=f.type) for f in target]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def append_changes(table: Table, events: Sequence[ChangeEvent], offsets: dict[str, dict[int, int]]) -> int | None:
+    """Append `events` in one snapshot whose summary holds the next offsets; returns the snapshot id."""
+    target = table.schema().as_arrow()
+    arrow = to_arrow(events, _plain_arrow(target), dt.datetime.now(dt.UTC))
+    table.append(arrow, snapshot_properties={OFFSETS: encode_offsets(offsets)})
+    snapshot = table.current_snapshot()
+    return snapshot.snapshot_id if snapshot else None
+
+
+def _plain_arrow(schema: pa.Schema) -> pa.Schema:
+    """The table's Arrow schema without field metadata (pyiceberg adds field ids)."""
+    return pa.schema([pa.field(f.name, f.type, nullable=True) for f in schema])

@@ -1,0 +1,318 @@
+"""The three local services, each bound to 127.0.0.1, state under `$CDC_HOME/stack`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdc.config import Settings
+from cdc.errors import ServiceError
+from cdc.stack import jars
+from cdc.stack.process import (
+    ProcessFiles,
+    port_open,
+    read_pid,
+    require_free_port,
+    start,
+    stop,
+    wait_until,
+)
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    pid: int | None
+    port: int
+    version: str
+    log_file: str
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or LOOPBACK, int(port)
+
+
+def _render(template: str, target: Path, **values: object) -> Path:
+    text = (TEMPLATES / template).read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", str(value))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+def _java() -> str:
+    return jars.require_tool("java", "install a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless)")
+
+
+# ---------------------------------------------------------------------------------------- MariaDB
+class MariaDb:
+    name = "mariadb"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folder = (settings.home / "stack" / "mariadb").resolve()
+        self.files = ProcessFiles("mariadb", self.folder)
+        self.datadir = self.folder / "data"
+        self.socket = self.folder / "mariadb.sock"
+
+    @property
+    def port(self) -> int:
+        return self.settings.mariadb.port
+
+    def _client(self, sql: str, user: str = "root") -> str:
+        client = jars.require_tool("mariadb", "install mariadb-client (Debian: apt-get install mariadb-client)")
+        proc = subprocess.run(  # noqa: S603
+            [client, "--no-defaults", f"--socket={self.socket}", f"--user={user}", "--batch", "--skip-column-names"],
+            input=sql,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServiceError(f"mariadb client failed: {proc.stderr.strip()}", str(self.files.log_file))
+        return proc.stdout
+
+    def healthy(self) -> bool:
+        return self.socket.exists() and self._client("SELECT 1").strip() == "1"
+
+    def version(self) -> str:
+        try:
+            return self._client("SELECT VERSION()").strip()
+        except ServiceError:
+            return "?"
+
+    def _initialize(self) -> None:
+        install_db = jars.require_tool("mariadb-install-db", "install mariadb-server (Debian: apt-get install mariadb-server)")
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        argv = [install_db, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal", "--skip-test-db"]
+        if os.geteuid() == 0:
+            argv.append("--user=root")
+        with self.files.log_file.open("ab") as out:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise ServiceError("mariadb-install-db failed", str(self.files.log_file))
+
+    def _provision(self) -> None:
+        s = self.settings
+        admin = s.admin_password().get_secret_value().replace("'", "''")
+        dbz = s.debezium_password().get_secret_value().replace("'", "''")
+        au, du = s.mariadb.admin_user, s.mariadb.debezium_user
+        # least privilege for the connector: read rows, read the binlog, see databases, flush for the snapshot
+        sql = f"""
+        CREATE USER IF NOT EXISTS '{au}'@'127.0.0.1' IDENTIFIED BY '{admin}';
+        CREATE USER IF NOT EXISTS '{au}'@'localhost' IDENTIFIED BY '{admin}';
+        GRANT ALL PRIVILEGES ON *.* TO '{au}'@'127.0.0.1' WITH GRANT OPTION;
+        GRANT ALL PRIVILEGES ON *.* TO '{au}'@'localhost' WITH GRANT OPTION;
+        CREATE USER IF NOT EXISTS '{du}'@'127.0.0.1' IDENTIFIED BY '{dbz}';
+        GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{du}'@'127.0.0.1';
+        FLUSH PRIVILEGES;
+        """
+        self._client(sql)
+
+    def up(self) -> bool:
+        if read_pid(self.files) is not None:
+            return False
+        mariadbd = jars.require_tool("mariadbd", "install mariadb-server (Debian: apt-get install mariadb-server)")
+        require_free_port("MariaDB", LOOPBACK, self.port)
+        fresh = not (self.datadir / "mysql").exists()
+        if fresh:
+            self._initialize()
+        argv = [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--pid-file={self.folder / 'mariadbd.pid'}",
+            f"--port={self.port}",
+            f"--bind-address={LOOPBACK}",
+            f"--server-id={self.settings.mariadb.server_id}",
+            f"--log-bin={self.datadir / 'mysql-bin'}",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--log-bin-compress=OFF",
+            "--expire-logs-days=7",
+            "--skip-name-resolve",
+            f"--default-time-zone={self.settings.mariadb.time_zone}",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--innodb-buffer-pool-size=256M",
+            "--max-allowed-packet=64M",
+        ]
+        if os.geteuid() == 0:
+            argv.append("--user=root")
+        pid = start(self.files, argv)
+        wait_until(self.files, pid, self.healthy, 60, "MariaDB")
+        self._provision()
+        return True
+
+    def status(self) -> ServiceStatus:
+        pid = read_pid(self.files)
+        return ServiceStatus(self.name, pid is not None, pid, self.port, self.version() if pid else "-", str(self.files.log_file))
+
+
+# ------------------------------------------------------------------------------------------ Kafka
+class Kafka:
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folder = (settings.home / "stack" / "kafka").resolve()
+        self.files = ProcessFiles("kafka", self.folder)
+        self.host, self.port = _host_port(settings.kafka.bootstrap_servers.split(",")[0])
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap_servers, "log_level": 0})
+        metadata = admin.list_topics(timeout=2)
+        return len(metadata.brokers) > 0
+
+    def up(self) -> bool:
+        if read_pid(self.files) is not None:
+            return False
+        java = _java()
+        require_free_port("Kafka", LOOPBACK, self.port)
+        require_free_port("Kafka controller", LOOPBACK, self.settings.kafka.controller_port)
+        libs = jars.kafka_dir(self.settings.cache)
+        if not (libs / ".complete").exists():
+            raise ServiceError(f"Kafka jars are missing in {libs}: run `cdc stack install`")
+        props = _render(
+            "kafka.properties",
+            self.folder / "server.properties",
+            port=self.port,
+            controller_port=self.settings.kafka.controller_port,
+            log_dirs=self.folder / "data",
+        )
+        log4j = _render("log4j2.xml", self.folder / "log4j2.xml")
+        classpath = f"{libs}/*"
+        jvm = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
+        if not (self.folder / "data" / "meta.properties").exists():
+            fmt = subprocess.run(  # noqa: S603
+                [java, *jvm, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22],
+                 "-c", str(props), "--standalone", "--ignore-formatted"],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                self.files.folder.mkdir(parents=True, exist_ok=True)
+                self.files.log_file.write_text(fmt.stdout + fmt.stderr)
+                raise ServiceError("Kafka storage format failed", str(self.files.log_file))
+        pid = start(self.files, [java, *jvm, "-cp", classpath, "kafka.Kafka", str(props)])
+        wait_until(self.files, pid, self.healthy, 90, "Kafka")
+        return True
+
+    def status(self) -> ServiceStatus:
+        pid = read_pid(self.files)
+        return ServiceStatus(self.name, pid is not None, pid, self.port, jars.KAFKA_VERSION if pid else "-", str(self.files.log_file))
+
+
+# ---------------------------------------------------------------------------------- Kafka Connect
+class Connect:
+    name = "connect"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folder = (settings.home / "stack" / "connect").resolve()
+        self.files = ProcessFiles("connect", self.folder)
+        self.host, self.port = _host_port(settings.connect.url.removeprefix("http://").rstrip("/"))
+
+    def _get(self, path: str) -> object:
+        with urllib.request.urlopen(f"{self.settings.connect.url}{path}", timeout=3) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    def healthy(self) -> bool:
+        info = self._get("/connector-plugins")
+        return isinstance(info, list) and any("MariaDb" in str(p.get("class")) for p in info)
+
+    def version(self) -> str:
+        try:
+            info = self._get("/")
+        except OSError:
+            return "?"
+        return str(info.get("version", "?")) if isinstance(info, dict) else "?"
+
+    def secrets_file(self) -> Path:
+        return self.folder / "secrets" / "connector.properties"
+
+    def write_secrets(self) -> None:
+        """Connector secrets live in a 0600 file read by Connect's FileConfigProvider, never inline."""
+        path = self.secrets_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"database.password={self.settings.debezium_password().get_secret_value()}\n")
+
+    def up(self) -> bool:
+        if read_pid(self.files) is not None:
+            return False
+        java = _java()
+        require_free_port("Kafka Connect", LOOPBACK, self.port)
+        libs = jars.kafka_dir(self.settings.cache)
+        plugins = jars.plugin_dir(self.settings.cache)
+        if not (plugins / ".complete").exists():
+            raise ServiceError(f"Debezium plugin is missing in {plugins}: run `cdc stack install`")
+        self.write_secrets()
+        props = _render(
+            "connect.properties",
+            self.folder / "worker.properties",
+            bootstrap=self.settings.kafka.bootstrap_servers,
+            port=self.port,
+            plugin_path=plugins,
+        )
+        log4j = _render("log4j2.xml", self.folder / "log4j2.xml")
+        jvm = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
+        pid = start(self.files, [java, *jvm, "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(props)])
+        wait_until(self.files, pid, self.healthy, 120, "Kafka Connect")
+        return True
+
+    def status(self) -> ServiceStatus:
+        pid = read_pid(self.files)
+        return ServiceStatus(self.name, pid is not None, pid, self.port, self.version() if pid else "-", str(self.files.log_file))
+
+
+def services(settings: Settings) -> list[MariaDb | Kafka | Connect]:
+    return [MariaDb(settings), Kafka(settings), Connect(settings)]
+
+
+def up(settings: Settings) -> list[str]:
+    """Start what is not running, in order; on failure stop what this call started."""
+    started: list[MariaDb | Kafka | Connect] = []
+    try:
+        for service in services(settings):
+            if service.up():
+                log.info("%s started", service.name)
+                started.append(service)
+    except BaseException:
+        for service in reversed(started):
+            stop(service.files)
+        raise
+    return [s.name for s in started]
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop only what `up` started (by its pid files), in reverse order."""
+    return [s.name for s in reversed(services(settings)) if stop(s.files)]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    return [s.status() for s in services(settings)]
+
+
+def is_up(settings: Settings) -> bool:
+    return all(st.running for st in status(settings)) and port_open(LOOPBACK, Kafka(settings).port)

@@ -1,0 +1,1 @@
+"""PySpark entry points (merge) runnable in-process from `cdc` or with spark-submit on a cluster."""

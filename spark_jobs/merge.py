@@ -1,0 +1,129 @@
+"""The MERGE job: fold each changelog table's new snapshots into its base table.
+
+Runs in-process from `cdc merge` or on any Spark cluster:
+    spark-submit spark_jobs/merge.py --catalog lake shop.customers shop.orders
+Only needs PySpark and an Iceberg catalog configured in the session (spark.sql.catalog.<name>).
+
+Exactly-once: every base commit records, in its snapshot summary, the changelog snapshot it
+folded in; the next run reads only changelog snapshots after it (an incremental read of appends).
+Changes apply only when newer than the row's `_seq`, so a re-run or a replayed change is a no-op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
+    from spark_jobs import merge_sql as q
+except ImportError:  # pragma: no cover - spark-submit puts the file's folder on the path
+    import merge_sql as q  # type: ignore[no-redef]
+
+log = logging.getLogger("spark_jobs.merge")
+
+MERGED_UPTO = "cdc.merged-changelog-snapshot"
+PRIMARY_KEY = "cdc.primary-key"
+CHANGELOG_SUFFIX = "_changelog"
+SOURCE_VIEW = "_cdc_changes"
+
+
+@dataclass
+class MergeResult:
+    table: str
+    changelog_snapshot: int | None
+    previous: int | None
+    changes: int
+    rows_after: int
+    seconds: float
+    skipped: bool = False
+
+
+def _current_snapshot(spark: SparkSession, ident: tuple[str, str, str]) -> int | None:
+    rows = spark.sql(
+        f"SELECT snapshot_id FROM {q.qualified(*ident, 'history')} WHERE is_current_ancestor "
+        "ORDER BY made_current_at DESC LIMIT 1"
+    ).collect()
+    return int(rows[0][0]) if rows else None
+
+
+def _merged_upto(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
+    rows = spark.sql(q.merged_upto_sql(base, MERGED_UPTO)).collect()
+    return int(rows[0][0]) if rows else None
+
+
+def _table_property(spark: SparkSession, ident: tuple[str, str, str], prop: str) -> str | None:
+    for row in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*ident)}").collect():
+        if row[0] == prop:
+            return str(row[1])
+    return None
+
+
+def merge_table(spark: SparkSession, catalog: str, db: str, table: str) -> MergeResult:
+    """Merge one table; a no-op when the changelog has nothing new."""
+    started = time.monotonic()
+    base = (catalog, db, table)
+    changelog = (catalog, db, table + CHANGELOG_SUFFIX)
+    key_json = _table_property(spark, base, PRIMARY_KEY)
+    if not key_json:
+        raise ValueError(f"{db}.{table} has no {PRIMARY_KEY} property: not a cdc base table")
+    key = tuple(json.loads(key_json))
+    upto = _current_snapshot(spark, changelog)
+    previous = _merged_upto(spark, base)
+    if upto is None or upto == previous:
+        return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
+    reader = spark.read.format("iceberg")
+    if previous is None:
+        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
+    else:
+        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
+    changes.createOrReplaceTempView(SOURCE_VIEW)
+    n_changes = changes.count()
+    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (q.SEQ, q.SOURCE_TS)]
+    plan = q.MergePlan(base, SOURCE_VIEW, key, tuple(base_cols))
+    conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
+    spark.conf.set(conf_key, str(upto))
+    try:
+        truncated = spark.sql(q.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
+        floor = int(truncated) if truncated is not None else None
+        if floor is not None:
+            log.info("%s.%s: truncate at _seq %d", db, table, floor)
+            spark.sql(q.truncate_sql(base, floor))
+        spark.sql(q.merge_sql(plan, floor))
+    finally:
+        spark.conf.unset(conf_key)
+        spark.catalog.dropTempView(SOURCE_VIEW)
+    if _merged_upto(spark, base) != upto:
+        # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
+        spark.conf.set(conf_key, str(upto))
+        try:
+            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
+        finally:
+            spark.conf.unset(conf_key)
+    rows_after = spark.table(q.qualified(*base)).count()
+    result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started)
+    log.info("merged %s: %d changes from changelog snapshot %s, %d rows, %.1f s",
+             result.table, n_changes, upto, rows_after, result.seconds)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Fold cdc changelog tables into their base tables.")
+    parser.add_argument("--catalog", default="lake", help="Iceberg catalog name configured in the session")
+    parser.add_argument("tables", nargs="+", help="DB.TABLE names")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spark = SparkSession.builder.appName("cdc-merge").getOrCreate()
+    for name in args.tables:
+        db, _, table = name.partition(".")
+        merge_table(spark, args.catalog, db, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
