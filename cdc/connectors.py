@@ -113,3 +113,70 @@ def delete(settings: Settings) -> None:
     name = settings.connect.connector_name
     if connector_state(settings) is not None:
         _request(f"{settings.connect.url}/connectors/{name}", "DELETE")
+
+
+def parse_gtids(text: str) -> dict[int, int]:
+    """Pure: MariaDB GTID positions `domain-server-seq,...` -> highest seq per domain."""
+    out: dict[int, int] = {}
+    for part in text.replace("\n", "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            domain, _server, seq = (int(x) for x in part.split("-"))
+        except ValueError as exc:
+            raise ServiceError(f"unreadable GTID position {part!r}") from exc
+        out[domain] = max(seq, out.get(domain, 0))
+    return out
+
+
+def _topic_gtids(settings: Settings, topics: list[str]) -> dict[int, int]:
+    """Highest GTID per domain among the last messages of `topics`."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "cdc-capture-probe", "enable.auto.commit": False})
+    seen: dict[int, int] = {}
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        wanted: list[TopicPartition] = []
+        for topic in topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    wanted.append(TopicPartition(topic, p, max(low, high - 4)))
+        if not wanted:
+            return seen
+        consumer.assign(wanted)
+        for msg in consumer.consume(len(wanted) * 4, timeout=5):
+            value = msg.value()
+            if msg.error() is not None or not value:
+                continue
+            gtid = json.loads(value).get("payload", {}).get("source", {}).get("gtid")
+            for d, seq in parse_gtids(str(gtid or "")).items():
+                seen[d] = max(seq, seen.get(d, 0))
+    finally:
+        consumer.close()
+    return seen
+
+
+def wait_captured(settings: Settings, target: str, topics: list[str], timeout: float = 120.0) -> None:
+    """Wait until the source transaction at GTID position `target` is in Kafka.
+
+    `topics` must include a topic that the transaction at `target` wrote to; Debezium publishes
+    in binlog order, so every earlier transaction is then in Kafka too.
+    """
+    wanted = parse_gtids(target)
+    deadline = time.monotonic() + timeout
+    have: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        have = _topic_gtids(settings, topics)
+        if all(have.get(d, -1) >= s for d, s in wanted.items()):
+            return
+        time.sleep(0.5)
+    raise ServiceError(
+        f"Debezium did not capture up to GTID {target} within {timeout:.0f} s (saw {have})",
+        str(Connect(settings).files.log_file),
+    )

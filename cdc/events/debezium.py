@@ -67,7 +67,13 @@ def _key_names(key_schema: Mapping[str, Any] | None) -> tuple[str, ...]:
     fields = key_schema.get("fields")
     if not isinstance(fields, list):
         raise DecodeError("key schema is not a struct")
-    return tuple(str(f["field"]) for f in fields)
+    names: list[str] = []
+    for f in fields:
+        name = f.get("field") if isinstance(f, Mapping) else None
+        if not isinstance(name, str) or not name:
+            raise DecodeError("a key schema field has no name")
+        names.append(name)
+    return tuple(names)
 
 
 @lru_cache(maxsize=1024)
@@ -195,5 +201,5 @@ def decode(
         )
     except DecodeError as exc:
         return DecodeFailure(type(exc).__name__, str(exc), key, value, coordinates, table)
-    except (RecursionError, MemoryError, OverflowError, AttributeError, TypeError, ValueError) as exc:
+    except (RecursionError, MemoryError, OverflowError, AttributeError, LookupError, TypeError, ValueError) as exc:
         return DecodeFailure(type(exc).__name__, str(exc), key, value, coordinates, table)

@@ -1,0 +1,133 @@
+"""The oracle: does a lake base table equal its source table, row for row, value for value?
+
+Both sides are rendered to canonical strings by the lake column's type (so `12.30` stays `12.30`,
+a TIMESTAMP is compared as the same UTC instant, TIME as signed microseconds) and compared both
+ways by primary key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.types import BinaryType, BooleanType, FloatType, IcebergType, LongType, TimestamptzType
+
+from cdc.config import Settings
+from cdc.events.model import TableId
+from cdc.lake import catalog as lake
+from cdc.lake.schema import RESERVED
+from cdc.source import connect, quote_ident
+
+Row = tuple[str | None, ...]
+
+
+@dataclass
+class Comparison:
+    table: str
+    source_rows: int
+    lake_rows: int
+    missing_in_lake: list[Row] = field(default_factory=list)
+    extra_in_lake: list[Row] = field(default_factory=list)
+    different: list[tuple[Row, Row]] = field(default_factory=list)
+    duplicate_keys: int = 0
+
+    @property
+    def equal(self) -> bool:
+        return not (self.missing_in_lake or self.extra_in_lake or self.different or self.duplicate_keys)
+
+
+def canonical(value: Any, kind: IcebergType) -> str | None:
+    """One exact text form per value, whichever side it came from."""
+    if value is None:
+        return None
+    if isinstance(kind, BooleanType):
+        return "1" if (value is True or value == 1) else "0"
+    if isinstance(kind, FloatType):
+        return repr(struct.unpack("f", struct.pack("f", float(value)))[0])
+    if isinstance(value, dt.timedelta):  # TIME from the source, microseconds in the lake
+        return str((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds)
+    if isinstance(kind, LongType) and isinstance(value, int):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if isinstance(kind, TimestamptzType) and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ", timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(kind, BinaryType) and isinstance(value, int):  # BIT(n) read as an integer
+        return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "little").hex()
+    if isinstance(value, set | frozenset):
+        return ",".join(sorted(value))
+    return str(value)
+
+
+def _key_index(names: Sequence[str], key: Sequence[str]) -> list[int]:
+    return [names.index(k) for k in key]
+
+
+def compare_rows(
+    table: str, names: Sequence[str], key: Sequence[str], source: Iterable[Row], lake_rows: Iterable[Row]
+) -> Comparison:
+    """Pure: compare two row sets keyed by `key`."""
+    idx = _key_index(names, key)
+    src = {tuple(r[i] for i in idx): r for r in source}
+    lake_map: dict[tuple[str | None, ...], Row] = {}
+    duplicates = 0
+    lake_count = 0
+    for r in lake_rows:
+        lake_count += 1
+        k = tuple(r[i] for i in idx)
+        if k in lake_map:
+            duplicates += 1
+        lake_map[k] = r
+    result = Comparison(table, len(src), lake_count, duplicate_keys=duplicates)
+    for k, row in src.items():
+        other = lake_map.get(k)
+        if other is None:
+            result.missing_in_lake.append(row)
+        elif other != row:
+            result.different.append((row, other))
+    for k, row in lake_map.items():
+        if k not in src:
+            result.extra_in_lake.append(row)
+    return result
+
+
+def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Comparison:
+    """Compare the source table with its lake base table (source read in one consistent snapshot)."""
+    base = catalog.load_table(lake.base_name(table))
+    key = tuple(_key_of(base.properties))
+    fields = [f for f in base.schema().fields if f.name not in RESERVED]
+    names = [f.name for f in fields]
+    kinds = [f.field_type for f in fields]
+    arrow = base.scan(selected_fields=tuple(names)).to_arrow()
+    lake_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in zip(*(arrow.column(n).to_pylist() for n in names), strict=True)] if arrow.num_rows else []
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        cols = ", ".join(quote_ident(n) for n in names)
+        cur.execute(f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608 - quoted identifiers
+        source_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in cur.fetchall()]
+        conn.rollback()
+    finally:
+        conn.close()
+    return compare_rows(str(table), names, key, source_rows, lake_rows)
+
+
+def _key_of(properties: dict[str, str]) -> list[str]:
+    raw = properties.get(lake.PROP_KEY)
+    if not raw:
+        raise ValueError("the base table has no primary key property")
+    return list(json.loads(raw))
