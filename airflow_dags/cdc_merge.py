@@ -1,8 +1,10 @@
 """Airflow 3 DAGs that schedule the lakehouse side of the CDC pipeline.
 
 * ``cdc_merge`` (every 15 minutes): ``cdc merge --all`` folds the Iceberg changelog tables into
-  their base tables, then ``cdc check --all`` runs the quality checks on the result.
-* ``cdc_ingest_watchdog`` (hourly): ``cdc status``; a non-zero exit fails the run, so it alerts.
+  their base tables (Spark MERGE INTO), then ``cdc check --all`` compares the base tables with
+  their MariaDB sources row for row and exits non-zero on a difference.
+* ``cdc_ingest_watchdog`` (hourly): ``cdc status`` reads per-table progress from the lake; the run
+  fails when it cannot (catalog or warehouse unreachable), and its log shows lag and dead letters.
 
 This file only declares. At parse time it imports Airflow and the standard library, reads a few
 environment variables, and does nothing else: no settings file, no catalog, no Kafka, no Spark.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
@@ -67,11 +69,11 @@ def cdc_task(task_id: str, command: str, timeout: timedelta) -> BashOperator:
     )
 
 
-_START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+_START = datetime(2025, 1, 1, tzinfo=UTC)
 
 with DAG(
     dag_id="cdc_merge",
-    description="MERGE the Iceberg changelog tables into their base tables, then check them",
+    description="MERGE the changelog tables into the base tables, then compare them with the source",
     schedule=MERGE_SCHEDULE,
     start_date=_START,
     catchup=False,
@@ -85,7 +87,7 @@ with DAG(
 
 with DAG(
     dag_id="cdc_ingest_watchdog",
-    description="Run `cdc status`; the run fails when it reports a problem",
+    description="Per-table ingest/merge progress from the lake (`cdc status`); fails if unreadable",
     schedule=WATCHDOG_SCHEDULE,
     start_date=_START,
     catchup=False,

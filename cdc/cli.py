@@ -20,7 +20,6 @@ from cdc.errors import CdcError, CheckFailed, ConfigError
 from cdc.events.model import TableId
 
 out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -300,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False, obj={})
     except click.exceptions.Abort:
-        err.print("aborted")
+        click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -308,11 +307,11 @@ def main(argv: list[str] | None = None) -> None:
     except CdcError as exc:
         if verbose:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place that turns anything into one line
         if verbose:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (run with --verbose for the traceback)", highlight=False)
+        click.echo(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
         sys.exit(4)
     sys.exit(0)

@@ -20,7 +20,12 @@ log = logging.getLogger(__name__)
 def jdbc_catalog_conf(settings: Settings) -> dict[str, str]:
     """Pure: Spark catalog properties for the settings' catalog (pyiceberg SQL -> Iceberg JDBC)."""
     prefix = f"spark.sql.catalog.{settings.catalog.name}"
-    conf = {prefix: "org.apache.iceberg.spark.SparkCatalog", f"{prefix}.warehouse": settings.warehouse}
+    # no table cache: the landing consumer commits to the same tables from another process
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.warehouse": settings.warehouse,
+        f"{prefix}.cache-enabled": "false",
+    }
     if settings.catalog.type == "rest":
         conf[f"{prefix}.type"] = "rest"
         conf[f"{prefix}.uri"] = settings.catalog_uri

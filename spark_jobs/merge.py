@@ -69,10 +69,14 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str) -> Merge
     started = time.monotonic()
     base = (catalog, db, table)
     changelog = (catalog, db, table + CHANGELOG_SUFFIX)
+    spark.sql(f"REFRESH TABLE {q.qualified(*base)}")
     key_json = _table_property(spark, base, PRIMARY_KEY)
     if not key_json:
         raise ValueError(f"{db}.{table} has no {PRIMARY_KEY} property: not a cdc base table")
     key = tuple(json.loads(key_json))
+    # another writer (the landing consumer) commits to these tables: never trust a cached table
+    spark.sql(f"REFRESH TABLE {q.qualified(*changelog)}")
+    spark.sql(f"REFRESH TABLE {q.qualified(*base)}")
     upto = _current_snapshot(spark, changelog)
     previous = _merged_upto(spark, base)
     if upto is None or upto == previous:

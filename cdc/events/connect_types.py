@@ -70,7 +70,9 @@ def _decimal(scale: int) -> Converter:
             unscaled = v
         else:
             raise DecodeError(f"expected an encoded decimal, got {type(v).__name__}")
-        return Decimal(unscaled).scaleb(-scale)
+        # exact: Decimal.scaleb would round to the context's 28 digits
+        sign, digits, _ = Decimal(unscaled).as_tuple()
+        return Decimal((sign, digits, -scale))
 
     return convert
 

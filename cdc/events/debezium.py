@@ -94,7 +94,7 @@ def _codec(value_schema_json: bytes, key_names: tuple[str, ...]) -> _RowCodec:
 
 def _split_envelope(raw: bytes) -> tuple[bytes, Any]:
     """Split `{"schema":...,"payload":...}` so the schema part can be cached by its bytes."""
-    if raw.startswith(b'{"schema":'):
+    if raw.startswith(b'{"schema":') and raw.endswith(b"}"):
         cut = raw.find(_SPLIT)
         if cut > 0:
             try:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from cdc.errors import ServiceError
 
+# services outlive the `up` call that started them; keep their Popen handles so they are reaped, not leaked
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ProcessFiles:
@@ -45,11 +48,9 @@ def alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # a zombie child counts as gone
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
+    child = _children.get(pid)
+    if child is not None:  # our own child: poll() reaps it once it has exited
+        return child.poll() is None
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(") ", 1)[1][0] != "Z"
@@ -79,6 +80,7 @@ def start(files: ProcessFiles, argv: list[str], env: dict[str, str] | None = Non
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+    _children[proc.pid] = proc
     files.pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 

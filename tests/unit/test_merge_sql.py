@@ -1,0 +1,164 @@
+"""The merge job's SQL text: identifiers quoted, latest change per key, newer-only apply."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from spark_jobs.merge_sql import (
+    IdentifierError,
+    MergePlan,
+    latest_changes_sql,
+    merge_sql,
+    merged_upto_sql,
+    quote,
+    truncate_seq_sql,
+    truncate_sql,
+)
+
+TARGET = ("lake", "probe", "t")
+PLAN = MergePlan(TARGET, "changes", ("id",), ("id", "d", "v"))
+QUOTED = re.compile(r"`(?:[^`]|``)*`")
+
+
+def skeleton(sql: str) -> str:
+    """The SQL with every quoted identifier replaced: what is left is the statement's structure."""
+    return QUOTED.sub("ID", sql)
+
+
+# ---- quote --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("id", "`id`"),
+        ("a`b", "`a``b`"),
+        ("``", "``````"),
+        ("x; DROP TABLE t; --", "`x; DROP TABLE t; --`"),
+        ("it's \"q\"", "`it's \"q\"`"),
+        ("caf\u00e9 \U0001f600", "`caf\u00e9 \U0001f600`"),
+        ("n" * 255, "`" + "n" * 255 + "`"),
+    ],
+)
+def test_quote(name: str, quoted: str) -> None:
+    assert quote(name) == quoted
+    assert QUOTED.fullmatch(quoted)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "non-empty"),
+        (None, "non-empty"),
+        ("a\nb", "control characters"),
+        ("a\x00b", "control characters"),
+        ("tab\t", "control characters"),
+        ("del\x7f", "control characters"),
+        ("n" * 256, "longer than 255"),
+    ],
+)
+def test_quote_refuses(name: str, message: str) -> None:
+    with pytest.raises(IdentifierError, match=message):
+        quote(name)
+
+
+# ---- MERGE ------------------------------------------------------------------------------------------
+
+
+def test_merge_single_key() -> None:
+    sql = merge_sql(PLAN)
+    lines = sql.split("\n")
+    assert lines[0] == "MERGE INTO `lake`.`probe`.`t` AS t"
+    assert lines[1] == (
+        "USING (SELECT * FROM (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.`id` "
+        "ORDER BY c.`_seq` DESC, c.`_kafka_partition` DESC, c.`_kafka_offset` DESC) AS `_cdc_rank` "
+        "FROM `changes` c WHERE c.`_op` <> 't') WHERE `_cdc_rank` = 1) AS s"
+    )
+    assert lines[2:] == [
+        "ON t.`id` = s.`id`",
+        "WHEN MATCHED AND s.`_op` = 'd' AND s.`_seq` > t.`_seq` THEN DELETE",
+        "WHEN MATCHED AND s.`_op` <> 'd' AND s.`_seq` > t.`_seq` THEN UPDATE SET "
+        "t.`id` = s.`id`, t.`d` = s.`d`, t.`v` = s.`v`, t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`",
+        "WHEN NOT MATCHED AND s.`_op` <> 'd' THEN INSERT (`id`, `d`, `v`, `_seq`, `_source_ts`) "
+        "VALUES (s.`id`, s.`d`, s.`v`, s.`_seq`, s.`_source_ts`)",
+    ]
+
+
+def test_merge_composite_key() -> None:
+    plan = MergePlan(TARGET, "changes", ("tenant", "id"), ("tenant", "id", "v"))
+    sql = merge_sql(plan)
+    assert "ROW_NUMBER() OVER (PARTITION BY c.`tenant`, c.`id` ORDER BY c.`_seq` DESC," in sql
+    assert "\nON t.`tenant` = s.`tenant` AND t.`id` = s.`id`\n" in sql
+
+
+def test_changes_after_a_merged_position_only() -> None:
+    seq = 10**37 + 5  # beyond float precision: must stay an exact integer literal
+    sql = latest_changes_sql(PLAN, after_seq=seq)
+    assert "WHERE c.`_op` <> 't' AND c.`_seq` > 10000000000000000000000000000000000005)" in sql
+    assert f"c.`_seq` > {seq}" in merge_sql(PLAN, after_seq=seq)
+    assert "c.`_seq` >" not in latest_changes_sql(PLAN)
+
+
+def test_hostile_names_stay_inside_their_quotes() -> None:
+    hostile = MergePlan(
+        ("lake", "db`; DROP TABLE x; --", "t'1"),
+        'v"iew',
+        ("k`) OR 1=1 --",),
+        ("k`) OR 1=1 --", "a;b", "it's", 'say "hi"'),
+    )
+    plain = MergePlan(("lake", "db", "t"), "view", ("k",), ("k", "a", "b", "c"))
+    sql = merge_sql(hostile, after_seq=7)
+    assert skeleton(sql) == skeleton(merge_sql(plain, after_seq=7))
+    assert "`k``) OR 1=1 --`" in sql
+    assert "DROP" not in skeleton(sql)
+    assert skeleton(truncate_sql(hostile.target, 3)) == skeleton(truncate_sql(plain.target, 3))
+
+
+@pytest.mark.parametrize(
+    ("key", "columns", "message"),
+    [
+        (("nope",), ("id", "v"), r"key columns \['nope'\] are not columns of the table"),
+        (("id", "tenant"), ("id", "v"), r"key columns \['tenant'\]"),
+        ((), ("id", "v"), "at least one key column"),
+        (("id",), ("id", "bad\nname"), "control characters"),
+    ],
+)
+def test_merge_plan_refuses(key: tuple[str, ...], columns: tuple[str, ...], message: str) -> None:
+    with pytest.raises(IdentifierError, match=message):
+        MergePlan(TARGET, "changes", key, columns)
+
+
+def test_merge_plan_refuses_a_bad_target_or_view() -> None:
+    with pytest.raises(IdentifierError):
+        MergePlan(("lake", "", "t"), "changes", ("id",), ("id",))
+    with pytest.raises(IdentifierError):
+        MergePlan(TARGET, "chan\rges", ("id",), ("id",))
+
+
+# ---- truncate and bookkeeping ----------------------------------------------------------------------
+
+
+def test_truncate_sql() -> None:
+    assert truncate_sql(TARGET, 10**37 + 5) == (
+        "DELETE FROM `lake`.`probe`.`t` WHERE `_seq` < 10000000000000000000000000000000000005"
+    )
+
+
+def test_truncate_sql_takes_only_an_integer_position() -> None:
+    with pytest.raises(ValueError, match="invalid literal"):
+        truncate_sql(TARGET, "1 OR 1=1")  # type: ignore[arg-type]
+
+
+def test_truncate_seq_sql() -> None:
+    assert truncate_seq_sql("changes") == "SELECT MAX(`_seq`) AS seq FROM `changes` WHERE `_op` = 't'"
+
+
+def test_merged_upto_sql_escapes_the_property_literal() -> None:
+    sql = merged_upto_sql(TARGET, "cdc.merged-changelog-snapshot")
+    assert "FROM `lake`.`probe`.`t`.`snapshots` s JOIN `lake`.`probe`.`t`.`history` h" in sql
+    assert "s.summary['cdc.merged-changelog-snapshot'] AS upto" in sql
+    assert "s.summary['it\\'s \\\\x'] AS upto" in merged_upto_sql(TARGET, "it's \\x")
+    with pytest.raises(IdentifierError, match="control characters"):
+        merged_upto_sql(TARGET, "a\nb")
