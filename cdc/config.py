@@ -47,9 +47,12 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
 
-    def client_config(self) -> dict[str, str]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by every client (secrets revealed only here)."""
-        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
         if self.sasl_username:
@@ -118,11 +121,11 @@ class Settings(BaseSettings):
     home: Path = Path(".cdc")
     cache: Path = Path.home() / ".cache" / "cdc"
     mariadb: MariaDbSettings = Field(default_factory=MariaDbSettings)  # type: ignore[arg-type]
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)  # type: ignore[arg-type]
     connect: ConnectSettings = Field(default_factory=ConnectSettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
-    spark: SparkSettings = Field(default_factory=SparkSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)  # type: ignore[arg-type]
     tables: dict[str, TableOverride] = Field(default_factory=dict)
 
     @classmethod

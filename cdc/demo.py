@@ -17,7 +17,7 @@ from pyiceberg.exceptions import NoSuchNamespaceError
 from cdc import connectors
 from cdc.config import Settings
 from cdc.events.model import TableId
-from cdc.ingest.consumer import IngestReport, Ingestor, TopicNames
+from cdc.ingest.consumer import Ingestor, IngestReport, TopicNames
 from cdc.lake.catalog import open_catalog
 from cdc.source import connect, quote_ident
 from cdc.stack import services

@@ -15,7 +15,8 @@ _NAME = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\b")
 
 def referenced_tables(query: str, known: set[tuple[str, str]]) -> list[tuple[str, str]]:
     """Pure: the lake tables a query names as db.table."""
-    return sorted({m.groups() for m in _NAME.finditer(query) if m.groups() in known})
+    found = {(m.group(1), m.group(2)) for m in _NAME.finditer(query)}
+    return sorted(found & known)
 
 
 def run_query(settings: Settings, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -24,7 +25,7 @@ def run_query(settings: Settings, query: str) -> tuple[list[str], list[tuple[Any
     import duckdb
 
     catalog = open_catalog(settings)
-    known = {(ns[0], ident[-1]) for ns in catalog.list_namespaces() for ident in catalog.list_tables(ns)}
+    known = {(str(ns[0]), str(ident[-1])) for ns in catalog.list_namespaces() for ident in catalog.list_tables(ns)}
     con = duckdb.connect(":memory:")
     try:
         for i, (db, table) in enumerate(referenced_tables(query, known)):

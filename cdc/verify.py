@@ -49,7 +49,8 @@ def canonical(value: Any, kind: IcebergType) -> str | None:
     if isinstance(kind, BooleanType):
         return "1" if (value is True or value == 1) else "0"
     if isinstance(kind, FloatType):
-        return repr(struct.unpack("f", struct.pack("f", float(value)))[0])
+        single = float(struct.unpack("f", struct.pack("f", float(value)))[0])
+        return repr(single)
     if isinstance(value, dt.timedelta):  # TIME from the source, microseconds in the lake
         return str((value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds)
     if isinstance(kind, LongType) and isinstance(value, int):
@@ -57,7 +58,7 @@ def canonical(value: Any, kind: IcebergType) -> str | None:
     if isinstance(value, dt.datetime):
         if isinstance(kind, TimestamptzType) and value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat(sep=" ", timespec="microseconds")
+        return str(value.isoformat(sep=" ", timespec="microseconds"))
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -111,7 +112,8 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
     names = [f.name for f in fields]
     kinds = [f.field_type for f in fields]
     arrow = base.scan(selected_fields=tuple(names)).to_arrow()
-    lake_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in zip(*(arrow.column(n).to_pylist() for n in names), strict=True)] if arrow.num_rows else []
+    lake_columns = [arrow.column(n).to_pylist() for n in names]
+    lake_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in zip(*lake_columns, strict=True)]
     conn = connect(settings)
     try:
         cur = conn.cursor()

@@ -45,7 +45,8 @@ class BinlogPosition:
         ):
             if not 0 <= value < span:
                 raise ValueError(f"{name} {value} is outside 0..{span - 1}")
-        return ((self.phase * _FILE_SPAN + self.file_index) * _POS_SPAN + self.pos) * _ROW_SPAN + self.row
+        packed: int = ((self.phase * _FILE_SPAN + self.file_index) * _POS_SPAN + self.pos) * _ROW_SPAN + self.row
+        return packed
 
     @classmethod
     def unpack(cls, seq: int) -> BinlogPosition:

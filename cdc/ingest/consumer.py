@@ -330,7 +330,7 @@ def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
         log.info("signal %d: flushing and stopping", signum)
         stop.set()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous

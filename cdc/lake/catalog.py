@@ -72,7 +72,9 @@ def _ensure_namespace(catalog: Catalog, namespace: str) -> None:
         pass
 
 
-def _create(catalog: Catalog, ident: tuple[str, str], columns: list[Any], key: tuple[str, ...], buckets: int, props: dict[str, str]) -> Table:
+def _create(
+    catalog: Catalog, ident: tuple[str, str], columns: list[Any], key: tuple[str, ...], buckets: int, props: dict[str, str]
+) -> Table:
     schema = lake_schema.iceberg_schema(columns)
     spec = lake_schema.bucket_spec(schema, key, buckets)
     try:

@@ -82,17 +82,21 @@ _ARROW: dict[Kind, pa.DataType] = {
 }
 
 
+def _precision_scale(t: ColumnType) -> tuple[int, int]:
+    if t.precision is None or t.scale is None:
+        raise ValueError(f"decimal column type without precision and scale: {t}")
+    return t.precision, t.scale
+
+
 def iceberg_type(t: ColumnType) -> IcebergType:
     if t.kind is Kind.DECIMAL:
-        assert t.precision is not None and t.scale is not None  # noqa: S101 - set by the decoder
-        return DecimalType(t.precision, t.scale)
+        return DecimalType(*_precision_scale(t))
     return _ICEBERG[t.kind]
 
 
 def arrow_type(t: ColumnType) -> pa.DataType:
     if t.kind is Kind.DECIMAL:
-        assert t.precision is not None and t.scale is not None  # noqa: S101
-        return pa.decimal128(t.precision, t.scale)
+        return pa.decimal128(*_precision_scale(t))
     return _ARROW[t.kind]
 
 
