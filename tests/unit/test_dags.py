@@ -36,6 +36,12 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield DagBag(dag_folder=str(DAGS_DIR), safe_mode=False)
 
 
+@pytest.fixture(scope="module")
+def dag_module(dagbag: Any) -> ModuleType:
+    """The DAG file as a plain module, parsed with the defaults (the dagbag fixture cleared the env)."""
+    return load_dag_module("cdc_merge_under_test")
+
+
 def load_dag_module(name: str) -> ModuleType:
     """Execute the DAG file as a fresh module (reads the environment as it is now)."""
     spec = importlib.util.spec_from_file_location(name, DAG_FILE)
@@ -86,9 +92,8 @@ def test_tasks_inherit_the_worker_environment_and_fail_on_any_exit_code(dagbag: 
             assert task.execution_timeout is not None
 
 
-def test_schedule_and_tables_come_from_the_environment(
-    dagbag: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("dagbag")
+def test_schedule_and_tables_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDC_MERGE_SCHEDULE", "*/5 * * * *")
     monkeypatch.setenv("CDC_WATCHDOG_SCHEDULE", "@daily")
     monkeypatch.setenv("CDC_MERGE_TABLES", "shop.orders, shop.order_items")
@@ -103,17 +108,15 @@ def test_schedule_and_tables_come_from_the_environment(
     ("raw", "expected"),
     [("", "--all"), ("  ", "--all"), ("a.b", "a.b"), ("a.b,c.d", "a.b c.d"), ("a.b \n c_1.D2", "a.b c_1.D2")],
 )
-def test_table_selection(dagbag: Any, raw: str, expected: str) -> None:
-    module = sys.modules.get("cdc_merge") or load_dag_module("cdc_merge_selection")
-    assert module.table_selection(raw) == expected
+def test_table_selection(dag_module: ModuleType, raw: str, expected: str) -> None:
+    assert dag_module.table_selection(raw) == expected
 
 
 @pytest.mark.parametrize(
     "raw", ["orders", "a.b.c", "a.b;rm -rf /", "a.$(id)", "a.b`id`", "a.{{ ds }}", "a.b'c", "a.b&&x"]
 )
-def test_unsafe_table_names_are_an_import_error(
-    dagbag: Any, monkeypatch: pytest.MonkeyPatch, raw: str
-) -> None:
+@pytest.mark.usefixtures("dagbag")
+def test_unsafe_table_names_are_an_import_error(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("CDC_MERGE_TABLES", raw)
     with pytest.raises(ValueError, match="CDC_MERGE_TABLES"):
         load_dag_module("cdc_merge_bad_tables")

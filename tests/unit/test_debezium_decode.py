@@ -306,9 +306,7 @@ VALUE_CASES = [
     pytest.param(decimal_field("x", 10, 2), "BNI=", Decimal("12.34"), ColumnType(Kind.DECIMAL, 10, 2), id="decimal"),
     pytest.param(decimal_field("x", 10, 2), "+y4=", Decimal("-12.34"), ColumnType(Kind.DECIMAL, 10, 2), id="neg-decimal"),
     pytest.param(decimal_field("x", 10, 2), "AA==", Decimal("0.00"), ColumnType(Kind.DECIMAL, 10, 2), id="zero-decimal"),
-    pytest.param(
-        decimal_field("x", 20, 0), "AP//////////", Decimal(2**64 - 1), ColumnType(Kind.DECIMAL, 20, 0), id="bigint-unsigned"
-    ),
+    pytest.param(decimal_field("x", 20, 0), "AP//////////", Decimal(2**64 - 1), ColumnType(Kind.DECIMAL, 20, 0), id="bigint-unsigned"),
     pytest.param(
         decimal_field("x", 38, 10),
         "tMSzV6V5O4X2dd3AAAAAAQ==",
@@ -358,12 +356,8 @@ VALUE_CASES = [
         ColumnType(Kind.TIMESTAMP),
         id="milli-timestamp",
     ),
-    pytest.param(
-        field("x", "int32", semantic="io.debezium.time.Date"), 20000, dt.date(2024, 10, 4), ColumnType(Kind.DATE), id="date"
-    ),
-    pytest.param(
-        field("x", "int32", semantic="io.debezium.time.Date"), -1, dt.date(1969, 12, 31), ColumnType(Kind.DATE), id="old-date"
-    ),
+    pytest.param(field("x", "int32", semantic="io.debezium.time.Date"), 20000, dt.date(2024, 10, 4), ColumnType(Kind.DATE), id="date"),
+    pytest.param(field("x", "int32", semantic="io.debezium.time.Date"), -1, dt.date(1969, 12, 31), ColumnType(Kind.DATE), id="old-date"),
     pytest.param(
         field("x", "int64", semantic="io.debezium.time.MicroTime"),
         45296123456,
@@ -383,9 +377,7 @@ VALUE_CASES = [
     ),
     pytest.param(field("x", "int32", semantic="io.debezium.time.Year"), 2026, 2026, ColumnType(Kind.INT), id="year"),
     pytest.param(field("x", "bytes"), "3q2+7w==", b"\xde\xad\xbe\xef", ColumnType(Kind.BINARY), id="bytes"),
-    pytest.param(
-        field("x", "string", semantic="io.debezium.data.Json"), '{"a": [1]}', '{"a": [1]}', ColumnType(Kind.STRING), id="json"
-    ),
+    pytest.param(field("x", "string", semantic="io.debezium.data.Json"), '{"a": [1]}', '{"a": [1]}', ColumnType(Kind.STRING), id="json"),
     pytest.param(
         field("x", "string", semantic="io.debezium.data.Enum", parameters={"allowed": "s,m"}),
         "m",
@@ -472,9 +464,7 @@ FAILURES = [
     pytest.param(KEY, json.dumps(payload("c", after=ROW)).encode(), "DecodeError", "not a Connect JSON envelope", id="no-schema"),
     pytest.param(KEY, b"[1, 2]", "DecodeError", "not a Connect JSON envelope", id="array"),
     pytest.param(KEY, envelope({}, "text"), "DecodeError", "payload is not an object", id="payload-not-object"),
-    pytest.param(
-        KEY, value(_without(payload("c", after=ROW), "source")), "DecodeError", "payload has no source block", id="no-source"
-    ),
+    pytest.param(KEY, value(_without(payload("c", after=ROW), "source")), "DecodeError", "payload has no source block", id="no-source"),
     pytest.param(
         KEY,
         value(payload("c", after=ROW, src=_without(source(), "table"))),
@@ -514,9 +504,7 @@ FAILURES = [
     ),
     pytest.param(b"{id: 1}", CREATE, "DecodeError", "key is not valid JSON", id="key-not-json"),
     pytest.param(b'{"id": 1}', CREATE, "DecodeError", "key is not a Connect JSON envelope", id="key-without-envelope"),
-    pytest.param(
-        KEY, value(payload("c", after={**ROW, "id": None})), "DecodeError", "key column 'id' is null", id="null-key-value"
-    ),
+    pytest.param(KEY, value(payload("c", after={**ROW, "id": None})), "DecodeError", "key column 'id' is null", id="null-key-value"),
     pytest.param(KEY, value(payload("c", after={**ROW, "d": "@@@="})), "DecodeError", "column 'd': invalid base64", id="bad-base64"),
     pytest.param(
         KEY,

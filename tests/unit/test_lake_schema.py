@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
@@ -64,6 +65,12 @@ def test_kind_maps_to_iceberg_and_arrow(kind: Kind) -> None:
     column_type, iceberg, arrow = TYPES[kind]
     assert iceberg_type(column_type) == iceberg
     assert arrow_type(column_type) == arrow
+
+
+def test_a_decimal_needs_precision_and_scale() -> None:
+    for convert in (iceberg_type, arrow_type):
+        with pytest.raises(ValueError, match="decimal column type without precision and scale"):
+            convert(ColumnType(Kind.DECIMAL, 10))
 
 
 def test_arrow_schema_agrees_with_what_pyiceberg_derives() -> None:
@@ -207,6 +214,6 @@ def test_to_arrow_of_no_events_is_an_empty_table_in_the_schema() -> None:
 
 def test_to_arrow_refuses_a_value_that_does_not_fit_its_column() -> None:
     target = arrow_schema(lake_columns(SOURCE, changelog=True))
-    too_precise = ChangeEvent(**{**{f: getattr(CREATE, f) for f in CREATE.__slots__}, "values": {"id": 3, "d": Decimal("1.234")}})
+    too_precise = dataclasses.replace(CREATE, values={"id": 3, "d": Decimal("1.234")})  # DECIMAL(10,2)
     with pytest.raises(pa.ArrowInvalid):
         to_arrow([too_precise], target, INGESTED)

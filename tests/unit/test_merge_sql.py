@@ -37,7 +37,7 @@ def skeleton(sql: str) -> str:
         ("a`b", "`a``b`"),
         ("``", "``````"),
         ("x; DROP TABLE t; --", "`x; DROP TABLE t; --`"),
-        ("it's \"q\"", "`it's \"q\"`"),
+        ('it\'s "q"', '`it\'s "q"`'),
         ("caf\u00e9 \U0001f600", "`caf\u00e9 \U0001f600`"),
         ("n" * 255, "`" + "n" * 255 + "`"),
     ],
@@ -141,9 +141,7 @@ def test_merge_plan_refuses_a_bad_target_or_view() -> None:
 
 
 def test_truncate_sql() -> None:
-    assert truncate_sql(TARGET, 10**37 + 5) == (
-        "DELETE FROM `lake`.`probe`.`t` WHERE `_seq` < 10000000000000000000000000000000000005"
-    )
+    assert truncate_sql(TARGET, 10**37 + 5) == ("DELETE FROM `lake`.`probe`.`t` WHERE `_seq` < 10000000000000000000000000000000000005")
 
 
 def test_truncate_sql_takes_only_an_integer_position() -> None:
