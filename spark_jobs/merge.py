@@ -30,6 +30,8 @@ log = logging.getLogger("spark_jobs.merge")
 MERGED_UPTO = "cdc.merged-changelog-snapshot"
 PRIMARY_KEY = "cdc.primary-key"
 CHANGELOG_SUFFIX = "_changelog"
+TOMBSTONES_SUFFIX = "_tombstones"
+TRUNCATED_BEFORE = "cdc.truncated-before-seq"
 SOURCE_VIEW = "_cdc_changes"
 
 
@@ -64,19 +66,23 @@ def _table_property(spark: SparkSession, ident: tuple[str, str, str], prop: str)
     return None
 
 
-def merge_table(spark: SparkSession, catalog: str, db: str, table: str) -> MergeResult:
-    """Merge one table; a no-op when the changelog has nothing new."""
+def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombstone_days: int = 7) -> MergeResult:
+    """Merge one table; a no-op when the changelog has nothing new.
+
+    Order matters for crash safety: tombstones first, then the base MERGE that records progress.
+    Every step is idempotent, so a run killed anywhere is repaired by running it again.
+    """
     started = time.monotonic()
     base = (catalog, db, table)
     changelog = (catalog, db, table + CHANGELOG_SUFFIX)
-    spark.sql(f"REFRESH TABLE {q.qualified(*base)}")
+    tombstones = (catalog, db, table + TOMBSTONES_SUFFIX)
+    # the landing consumer commits to these tables from another process: never trust a cached table
+    for ident in (base, changelog, tombstones):
+        spark.sql(f"REFRESH TABLE {q.qualified(*ident)}")
     key_json = _table_property(spark, base, PRIMARY_KEY)
     if not key_json:
         raise ValueError(f"{db}.{table} has no {PRIMARY_KEY} property: not a cdc base table")
     key = tuple(json.loads(key_json))
-    # another writer (the landing consumer) commits to these tables: never trust a cached table
-    spark.sql(f"REFRESH TABLE {q.qualified(*changelog)}")
-    spark.sql(f"REFRESH TABLE {q.qualified(*base)}")
     upto = _current_snapshot(spark, changelog)
     previous = _merged_upto(spark, base)
     if upto is None or upto == previous:
@@ -87,45 +93,57 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str) -> Merge
     else:
         changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    n_changes = changes.count()
     base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (q.SEQ, q.SOURCE_TS)]
-    plan = q.MergePlan(base, SOURCE_VIEW, key, tuple(base_cols))
+    plan = q.MergePlan(base, tombstones, SOURCE_VIEW, key, tuple(base_cols))
+    floor = _truncate_floor(spark, base, db, table)
+    latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
-    spark.conf.set(conf_key, str(upto))
     try:
-        truncated = spark.sql(q.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
-        floor = int(truncated) if truncated is not None else None
-        if floor is not None:
-            log.info("%s.%s: truncate at _seq %d", db, table, floor)
-            spark.sql(q.truncate_sql(base, floor))
-        spark.sql(q.merge_sql(plan, floor))
+        n_changes = latest.count()
+        latest.createOrReplaceTempView(q.LATEST_VIEW)
+        spark.sql(q.tombstones_sql(plan))
+        spark.conf.set(conf_key, str(upto))
+        spark.sql(q.merge_sql(plan))
+        if _merged_upto(spark, base) != upto:
+            # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
+            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
     finally:
         spark.conf.unset(conf_key)
         spark.catalog.dropTempView(SOURCE_VIEW)
-    if _merged_upto(spark, base) != upto:
-        # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
-        spark.conf.set(conf_key, str(upto))
-        try:
-            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
-        finally:
-            spark.conf.unset(conf_key)
+        spark.catalog.dropTempView(q.LATEST_VIEW)
+        latest.unpersist()
+    spark.sql(q.expire_tombstones_sql(plan, tombstone_days))
     rows_after = spark.table(q.qualified(*base)).count()
     result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started)
-    log.info("merged %s: %d changes from changelog snapshot %s, %d rows, %.1f s",
+    log.info("merged %s: %d keys changed from changelog snapshot %s, %d rows, %.1f s",
              result.table, n_changes, upto, rows_after, result.seconds)
     return result
+
+
+def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], db: str, table: str) -> int | None:
+    """The newest truncate's position: persisted on the table, raised by a truncate in this slice."""
+    recorded = _table_property(spark, base, TRUNCATED_BEFORE)
+    floor = int(recorded) if recorded else None
+    truncated = spark.sql(q.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
+    if truncated is not None and (floor is None or int(truncated) > floor):
+        floor = int(truncated)
+        log.info("%s.%s: truncate at _seq %d", db, table, floor)
+        spark.sql(f"ALTER TABLE {q.qualified(*base)} SET TBLPROPERTIES ('{TRUNCATED_BEFORE}' = '{floor}')")
+        spark.sql(q.truncate_sql(base, floor))
+    return floor
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fold cdc changelog tables into their base tables.")
     parser.add_argument("--catalog", default="lake", help="Iceberg catalog name configured in the session")
+    parser.add_argument("--tombstone-days", type=int, default=7, help="how long deletes block late, older changes")
     parser.add_argument("tables", nargs="+", help="DB.TABLE names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     spark = SparkSession.builder.appName("cdc-merge").getOrCreate()
     for name in args.tables:
         db, _, table = name.partition(".")
-        merge_table(spark, args.catalog, db, table)
+        merge_table(spark, args.catalog, db, table, args.tombstone_days)
     return 0
 
 

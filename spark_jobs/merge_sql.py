@@ -4,7 +4,9 @@ The merge folds a changelog slice into its base table:
 - the latest change per key wins, ordered by `_seq` (an exact DECIMAL(38,0) source position),
   ties broken by Kafka partition and offset;
 - a change applies only when it is newer than the row's `_seq`, so replays and re-runs are no-ops;
-- a delete removes the row; a truncate removes every row older than it.
+- a delete removes the row and leaves a tombstone (key, `_seq`), so an older change of that key
+  replayed later cannot bring the row back; tombstones expire after a window;
+- a truncate removes every row older than it, and raises a floor below which nothing applies.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ OP = "_op"
 PARTITION = "_kafka_partition"
 OFFSET = "_kafka_offset"
 RANK = "_cdc_rank"
+LATEST_VIEW = "_cdc_latest"
 
 
 class IdentifierError(ValueError):
@@ -44,6 +47,7 @@ class MergePlan:
     """What a merge needs to know about one table."""
 
     target: tuple[str, str, str]  # catalog, namespace, table
+    tombstones: tuple[str, str, str]
     source_view: str
     key: tuple[str, ...]
     columns: tuple[str, ...]  # source columns of the base table, without _seq/_source_ts
@@ -54,7 +58,7 @@ class MergePlan:
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise IdentifierError(f"key columns {missing} are not columns of the table")
-        for name in (*self.target, self.source_view, *self.columns):
+        for name in (*self.target, *self.tombstones, self.source_view, *self.columns):
             quote(name)
 
 
@@ -69,8 +73,29 @@ def latest_changes_sql(plan: MergePlan, after_seq: int | None = None) -> str:
     )
 
 
-def merge_sql(plan: MergePlan, after_seq: int | None = None) -> str:
-    """MERGE INTO the base table from the latest change per key."""
+def tombstones_sql(plan: MergePlan, latest_view: str = LATEST_VIEW) -> str:
+    """Record each key whose latest change is a delete (idempotent: a tombstone only moves forward)."""
+    target = qualified(*plan.tombstones)
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
+    cols = (*plan.key, SEQ, SOURCE_TS)
+    select = ", ".join(quote(c) for c in cols)
+    return (
+        f"MERGE INTO {target} AS t\n"
+        f"USING (SELECT {select} FROM {quote(latest_view)} WHERE {quote(OP)} = 'd') AS s\n"
+        f"ON {on}\n"
+        f"WHEN MATCHED AND s.{quote(SEQ)} > t.{quote(SEQ)} THEN UPDATE SET "
+        f"t.{quote(SEQ)} = s.{quote(SEQ)}, t.{quote(SOURCE_TS)} = s.{quote(SOURCE_TS)}\n"
+        f"WHEN NOT MATCHED THEN INSERT ({select}) VALUES ({', '.join(f's.{quote(c)}' for c in cols)})"
+    )
+
+
+def expire_tombstones_sql(plan: MergePlan, days: int) -> str:
+    """Forget tombstones older than the window in which a late replay can still arrive."""
+    return f"DELETE FROM {qualified(*plan.tombstones)} WHERE {quote(SOURCE_TS)} < current_timestamp() - INTERVAL {int(days)} DAYS"
+
+
+def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW) -> str:
+    """MERGE INTO the base table from the latest change per key, unless a newer tombstone stands."""
     target = qualified(*plan.target)
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
     all_cols = (*plan.columns, SEQ, SOURCE_TS)
@@ -78,9 +103,14 @@ def merge_sql(plan: MergePlan, after_seq: int | None = None) -> str:
     insert_cols = ", ".join(quote(c) for c in all_cols)
     insert_vals = ", ".join(f"s.{quote(c)}" for c in all_cols)
     newer = f"s.{quote(SEQ)} > t.{quote(SEQ)}"
+    tomb_on = " AND ".join(f"l.{quote(k)} = d.{quote(k)}" for k in plan.key)
+    source = (
+        f"SELECT l.* FROM {quote(latest_view)} l LEFT JOIN {qualified(*plan.tombstones)} d ON {tomb_on} "
+        f"WHERE l.{quote(OP)} = 'd' OR d.{quote(SEQ)} IS NULL OR l.{quote(SEQ)} > d.{quote(SEQ)}"
+    )
     return (
         f"MERGE INTO {target} AS t\n"
-        f"USING ({latest_changes_sql(plan, after_seq)}) AS s\n"
+        f"USING ({source}) AS s\n"
         f"ON {on}\n"
         f"WHEN MATCHED AND s.{quote(OP)} = 'd' AND {newer} THEN DELETE\n"
         f"WHEN MATCHED AND s.{quote(OP)} <> 'd' AND {newer} THEN UPDATE SET {assignments}\n"

@@ -264,8 +264,12 @@ class Ingestor:
                 log.warning("could not commit group offsets (the lake has them): %s", exc)
 
     def _commit_table(self, table: TableId, buf: _Buffer, topic: str, parts: dict[int, int]) -> None:
-        first = next(iter(buf.schemas))
-        changelog = lake.ensure_tables(self.catalog, self.settings, table, first)
+        # a truncate carries no key: create the tables from a keyed schema
+        keyed = next((s for s in buf.schemas if s.key), None)
+        if keyed is None:
+            changelog = self.catalog.load_table(lake.changelog_name(table))
+        else:
+            changelog = lake.ensure_tables(self.catalog, self.settings, table, keyed)
         for schema in buf.schemas:
             changelog = self._evolve(table, changelog, schema)
         events = buf.events

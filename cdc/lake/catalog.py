@@ -20,6 +20,7 @@ from cdc.lake import schema as lake_schema
 log = logging.getLogger(__name__)
 
 CHANGELOG_SUFFIX = "_changelog"
+TOMBSTONES_SUFFIX = "_tombstones"
 PROP_KEY = "cdc.primary-key"
 PROP_SOURCE = "cdc.source-table"
 PROP_KIND = "cdc.kind"
@@ -61,6 +62,10 @@ def changelog_name(table: TableId) -> tuple[str, str]:
     return (table.db, table.table + CHANGELOG_SUFFIX)
 
 
+def tombstones_name(table: TableId) -> tuple[str, str]:
+    return (table.db, table.table + TOMBSTONES_SUFFIX)
+
+
 def base_name(table: TableId) -> tuple[str, str]:
     return (table.db, table.table)
 
@@ -97,6 +102,8 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
     except NoSuchTableError:
         _create(catalog, base_name(table), lake_schema.lake_columns(source, changelog=False), source.key, buckets,
                 {**BASE_PROPERTIES, **common, PROP_KIND: "base"})
+    _create(catalog, tombstones_name(table), lake_schema.tombstone_columns(source), source.key, buckets,
+            {**BASE_PROPERTIES, **common, PROP_KIND: "tombstones"})
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
                    {"format-version": "2", "write.parquet.compression-codec": "zstd", **common, PROP_KIND: "changelog"})

@@ -122,6 +122,12 @@ def lake_columns(source: TableSchema, changelog: bool) -> list[Column]:
     return [Column(c.name, c.type, True) for c in source.columns] + _meta_columns(changelog)
 
 
+def tombstone_columns(source: TableSchema) -> list[Column]:
+    """Deleted keys and the position of their delete, so an older change cannot bring them back."""
+    by_name = {c.name: c for c in source.columns}
+    return [Column(k, by_name[k].type, True) for k in source.key] + _meta_columns(changelog=False)
+
+
 def iceberg_schema(columns: list[Column]) -> Schema:
     fields = [
         NestedField(field_id=i, name=c.name, field_type=iceberg_type(c.type), required=False)

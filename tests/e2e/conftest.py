@@ -8,14 +8,9 @@ from typing import Any
 import pytest
 
 from cdc import connectors
-from cdc.config import Settings, load_settings
+from cdc.config import Settings
 from cdc.lake.catalog import open_catalog
 from cdc.stack import jars, services
-
-
-@pytest.fixture(scope="session")
-def settings() -> Settings:
-    return load_settings()
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +29,3 @@ def stack(settings: Settings) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def catalog(stack: Settings) -> Any:
     return open_catalog(stack)
-
-
-@pytest.fixture(scope="session")
-def spark(stack: Settings) -> Iterator[Any]:
-    from cdc.spark import session
-
-    s = session(stack)
-    yield s
-    s.stop()

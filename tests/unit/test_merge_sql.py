@@ -9,16 +9,19 @@ import pytest
 from spark_jobs.merge_sql import (
     IdentifierError,
     MergePlan,
+    expire_tombstones_sql,
     latest_changes_sql,
     merge_sql,
     merged_upto_sql,
     quote,
+    tombstones_sql,
     truncate_seq_sql,
     truncate_sql,
 )
 
 TARGET = ("lake", "probe", "t")
-PLAN = MergePlan(TARGET, "changes", ("id",), ("id", "d", "v"))
+TOMBS = ("lake", "probe", "t_tombstones")
+PLAN = MergePlan(TARGET, TOMBS, "changes", ("id",), ("id", "d", "v"))
 QUOTED = re.compile(r"`(?:[^`]|``)*`")
 
 
@@ -67,14 +70,21 @@ def test_quote_refuses(name: str, message: str) -> None:
 # ---- MERGE ------------------------------------------------------------------------------------------
 
 
+def test_latest_change_per_key() -> None:
+    assert latest_changes_sql(PLAN) == (
+        "SELECT * FROM (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.`id` "
+        "ORDER BY c.`_seq` DESC, c.`_kafka_partition` DESC, c.`_kafka_offset` DESC) AS `_cdc_rank` "
+        "FROM `changes` c WHERE c.`_op` <> 't') WHERE `_cdc_rank` = 1"
+    )
+
+
 def test_merge_single_key() -> None:
     sql = merge_sql(PLAN)
     lines = sql.split("\n")
     assert lines[0] == "MERGE INTO `lake`.`probe`.`t` AS t"
     assert lines[1] == (
-        "USING (SELECT * FROM (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY c.`id` "
-        "ORDER BY c.`_seq` DESC, c.`_kafka_partition` DESC, c.`_kafka_offset` DESC) AS `_cdc_rank` "
-        "FROM `changes` c WHERE c.`_op` <> 't') WHERE `_cdc_rank` = 1) AS s"
+        "USING (SELECT l.* FROM `_cdc_latest` l LEFT JOIN `lake`.`probe`.`t_tombstones` d ON l.`id` = d.`id` "
+        "WHERE l.`_op` = 'd' OR d.`_seq` IS NULL OR l.`_seq` > d.`_seq`) AS s"
     )
     assert lines[2:] == [
         "ON t.`id` = s.`id`",
@@ -87,30 +97,46 @@ def test_merge_single_key() -> None:
 
 
 def test_merge_composite_key() -> None:
-    plan = MergePlan(TARGET, "changes", ("tenant", "id"), ("tenant", "id", "v"))
+    plan = MergePlan(TARGET, TOMBS, "changes", ("tenant", "id"), ("tenant", "id", "v"))
+    assert "ROW_NUMBER() OVER (PARTITION BY c.`tenant`, c.`id` ORDER BY c.`_seq` DESC," in latest_changes_sql(plan)
     sql = merge_sql(plan)
-    assert "ROW_NUMBER() OVER (PARTITION BY c.`tenant`, c.`id` ORDER BY c.`_seq` DESC," in sql
     assert "\nON t.`tenant` = s.`tenant` AND t.`id` = s.`id`\n" in sql
+    assert "ON l.`tenant` = d.`tenant` AND l.`id` = d.`id` WHERE" in sql
+
+
+def test_tombstones_record_deletes_and_only_move_forward() -> None:
+    assert tombstones_sql(PLAN).split("\n") == [
+        "MERGE INTO `lake`.`probe`.`t_tombstones` AS t",
+        "USING (SELECT `id`, `_seq`, `_source_ts` FROM `_cdc_latest` WHERE `_op` = 'd') AS s",
+        "ON t.`id` = s.`id`",
+        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`",
+        "WHEN NOT MATCHED THEN INSERT (`id`, `_seq`, `_source_ts`) VALUES (s.`id`, s.`_seq`, s.`_source_ts`)",
+    ]
+    assert expire_tombstones_sql(PLAN, 7) == (
+        "DELETE FROM `lake`.`probe`.`t_tombstones` WHERE `_source_ts` < current_timestamp() - INTERVAL 7 DAYS"
+    )
 
 
 def test_changes_after_a_merged_position_only() -> None:
     seq = 10**37 + 5  # beyond float precision: must stay an exact integer literal
     sql = latest_changes_sql(PLAN, after_seq=seq)
     assert "WHERE c.`_op` <> 't' AND c.`_seq` > 10000000000000000000000000000000000005)" in sql
-    assert f"c.`_seq` > {seq}" in merge_sql(PLAN, after_seq=seq)
     assert "c.`_seq` >" not in latest_changes_sql(PLAN)
 
 
 def test_hostile_names_stay_inside_their_quotes() -> None:
     hostile = MergePlan(
         ("lake", "db`; DROP TABLE x; --", "t'1"),
+        ("lake", "db`; DROP TABLE x; --", "t'1_tombstones"),
         'v"iew',
         ("k`) OR 1=1 --",),
         ("k`) OR 1=1 --", "a;b", "it's", 'say "hi"'),
     )
-    plain = MergePlan(("lake", "db", "t"), "view", ("k",), ("k", "a", "b", "c"))
-    sql = merge_sql(hostile, after_seq=7)
-    assert skeleton(sql) == skeleton(merge_sql(plain, after_seq=7))
+    plain = MergePlan(("lake", "db", "t"), ("lake", "db", "t_tombstones"), "view", ("k",), ("k", "a", "b", "c"))
+    sql = merge_sql(hostile)
+    assert skeleton(sql) == skeleton(merge_sql(plain))
+    assert skeleton(latest_changes_sql(hostile, 7)) == skeleton(latest_changes_sql(plain, 7))
+    assert skeleton(tombstones_sql(hostile)) == skeleton(tombstones_sql(plain))
     assert "`k``) OR 1=1 --`" in sql
     assert "DROP" not in skeleton(sql)
     assert skeleton(truncate_sql(hostile.target, 3)) == skeleton(truncate_sql(plain.target, 3))
@@ -127,14 +153,16 @@ def test_hostile_names_stay_inside_their_quotes() -> None:
 )
 def test_merge_plan_refuses(key: tuple[str, ...], columns: tuple[str, ...], message: str) -> None:
     with pytest.raises(IdentifierError, match=message):
-        MergePlan(TARGET, "changes", key, columns)
+        MergePlan(TARGET, TOMBS, "changes", key, columns)
 
 
 def test_merge_plan_refuses_a_bad_target_or_view() -> None:
     with pytest.raises(IdentifierError):
-        MergePlan(("lake", "", "t"), "changes", ("id",), ("id",))
+        MergePlan(("lake", "", "t"), TOMBS, "changes", ("id",), ("id",))
     with pytest.raises(IdentifierError):
-        MergePlan(TARGET, "chan\rges", ("id",), ("id",))
+        MergePlan(TARGET, TOMBS, "chan\rges", ("id",), ("id",))
+    with pytest.raises(IdentifierError):
+        MergePlan(TARGET, ("lake", "probe", "t\x00"), "changes", ("id",), ("id",))
 
 
 # ---- truncate and bookkeeping ----------------------------------------------------------------------

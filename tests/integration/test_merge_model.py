@@ -1,0 +1,153 @@
+"""Model-based test of the merge: change histories with duplicates, replays and out-of-order
+delivery, pushed through the real decoder, the real landing writer and the real Spark MERGE,
+must end in the table a plain reference model computes from the history in source order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cdc.config import Settings, load_settings
+from cdc.events.debezium import decode
+from cdc.events.model import ChangeEvent, KafkaCoordinates, TableId
+from cdc.lake import catalog as lake
+from cdc.lake.writer import append_changes
+from cdc.spark import jdbc_catalog_conf
+from spark_jobs.merge import merge_table
+from tests.debezium_messages import envelope, field, key, payload, source, value_schema
+
+CATALOG = "model"
+DB = "m"
+ROW_FIELDS = [field("id", "int32", optional=False), field("v", "int64"), field("s", "string")]
+KEY_FIELDS = [field("id", "int32", optional=False)]
+EXAMPLES = int(os.environ.get("CDC_MODEL_EXAMPLES", "12"))
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class Change:
+    op: str  # c u d t
+    row: dict[str, Any] | None
+    pos: int
+
+
+# ---- the reference model: the source table after a history, in source order ------------------
+
+
+def history(steps: list[tuple[str, int, int]]) -> tuple[list[Change], dict[int, dict[str, Any]]]:
+    """Turn random intents into a history the source could have produced, and its final table."""
+    state: dict[int, dict[str, Any]] = {}
+    changes: list[Change] = []
+    for i, (kind, k, v) in enumerate(steps):
+        pos = 1000 + 100 * i
+        if kind == "upsert":
+            row = {"id": k, "v": v, "s": None if v % 2 else f"s{i}"}
+            changes.append(Change("u" if k in state else "c", row, pos))
+            state[k] = row
+        elif kind == "delete" and k in state:
+            changes.append(Change("d", state.pop(k), pos))
+        elif kind == "rekey" and k in state and k + 10 not in state:
+            # a primary-key update: a delete of the old key and a create of the new one, one position
+            old = state.pop(k)
+            new = {**old, "id": k + 10}
+            changes += [Change("d", old, pos), Change("c", new, pos)]
+            state[k + 10] = new
+        elif kind == "truncate":
+            changes.append(Change("t", None, pos))
+            state.clear()
+    return changes, state
+
+
+# ---- Debezium messages for those changes ------------------------------------------------------
+
+
+def message(table: str, change: Change) -> tuple[bytes | None, bytes]:
+    src = source(pos=change.pos, db=DB, table=table)
+    schema = value_schema(ROW_FIELDS, DB, table)
+    if change.op == "t":
+        return None, envelope(schema, payload("t", src=src))
+    image = {"before": change.row} if change.op == "d" else {"after": change.row}
+    assert change.row is not None
+    return key(KEY_FIELDS, {"id": change.row["id"]}), envelope(schema, payload(change.op, src=src, **image))
+
+
+@pytest.fixture(scope="module")
+def model_lake(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Settings:
+    home: Path = tmp_path_factory.mktemp("model-lake")
+    s = load_settings(home=home, catalog={"name": CATALOG}, ingest={"buckets": 4})
+    for conf_key, conf_value in jdbc_catalog_conf(s).items():
+        spark.conf.set(conf_key, conf_value)
+    return s
+
+
+def land_and_merge(s: Settings, spark: Any, table: str, batches: list[list[tuple[int, Change]]]) -> dict[int, dict[str, Any]]:
+    catalog = lake.open_catalog(s)
+    tid = TableId(DB, table)
+    for batch in batches:
+        events = []
+        for offset, change in batch:
+            k, v = message(table, change)
+            decoded = decode(k, v, KafkaCoordinates(f"cdc.{DB}.{table}", 0, offset))
+            assert isinstance(decoded, ChangeEvent), decoded
+            events.append(decoded)
+        keyed = next((e.schema for e in events if e.schema.key), None)
+        if keyed is not None:
+            lake.ensure_tables(catalog, s, tid, keyed)
+        if not events or keyed is None and not catalog.table_exists(lake.changelog_name(tid)):
+            continue
+        append_changes(catalog.load_table(lake.changelog_name(tid)), events, {})
+        merge_table(spark, CATALOG, DB, table)
+    if not catalog.table_exists(lake.base_name(tid)):
+        return {}
+    rows = catalog.load_table(lake.base_name(tid)).scan(selected_fields=("id", "v", "s")).to_arrow().to_pylist()
+    assert len(rows) == len({r["id"] for r in rows}), "duplicate keys in the base table"
+    return {r["id"]: r for r in rows}
+
+
+STEP = st.tuples(
+    st.sampled_from(["upsert", "upsert", "upsert", "delete", "delete", "rekey", "truncate"]),
+    st.integers(1, 4),
+    st.integers(-3, 3),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                                         HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(STEP, min_size=1, max_size=20), data=st.data())
+def test_merge_matches_the_reference_model(model_lake: Settings, spark: Any, steps: list[tuple[str, int, int]], data: Any) -> None:
+    changes, expected = history(steps)
+    if not changes:
+        return
+    # every change delivered once in order, then redelivered later (a Connect restart replays a range)
+    delivery = list(range(len(changes)))
+    replays = data.draw(st.lists(st.tuples(st.integers(0, len(changes) - 1), st.integers(1, 2 * len(changes))), max_size=8))
+    for which, delay in replays:
+        delivery.insert(min(delivery.index(which) + delay, len(delivery)), which)
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(delivery)), min_size=1, max_size=3)))
+    bounds = [0, *cuts, len(delivery)]
+    batches = [[(i, changes[delivery[i]]) for i in range(a, b)] for a, b in itertools.pairwise(bounds) if b > a]
+    table = f"t{next(_names)}"
+    assert land_and_merge(model_lake, spark, table, batches) == expected
+
+
+def test_a_replayed_insert_does_not_resurrect_a_deleted_row(model_lake: Settings, spark: Any) -> None:
+    changes, expected = history([("upsert", 1, 1), ("upsert", 2, 2), ("delete", 1, 0)])
+    assert expected == {2: {"id": 2, "v": 2, "s": "s1"}}
+    create_1 = changes[0]
+    batches = [[(0, changes[0]), (1, changes[1]), (2, changes[2])], [(3, create_1)], [(4, create_1), (5, changes[1])]]
+    assert land_and_merge(model_lake, spark, f"t{next(_names)}", batches) == expected
+
+
+def test_a_truncate_holds_against_older_changes_replayed_later(model_lake: Settings, spark: Any) -> None:
+    changes, expected = history([("upsert", 1, 1), ("upsert", 2, 2), ("truncate", 0, 0), ("upsert", 3, 3)])
+    assert expected == {3: {"id": 3, "v": 3, "s": None}}
+    batches = [[(i, c) for i, c in enumerate(changes)], [(10, changes[0]), (11, changes[1])]]
+    assert land_and_merge(model_lake, spark, f"t{next(_names)}", batches) == expected
