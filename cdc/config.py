@@ -35,7 +35,8 @@ class MariaDbSettings(BaseModel):
     debezium_user: str = "cdc_debezium"
     debezium_password: SecretStr | None = None
     server_id: int = 1
-    time_zone: str = "+00:00"
+    # the local server runs a zone with DST on purpose, so every test exercises time-zone handling
+    time_zone: str = "Europe/Berlin"
 
 
 class KafkaSettings(BaseModel):

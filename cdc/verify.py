@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.types import BinaryType, BooleanType, FloatType, IcebergType, LongType, TimestamptzType
+from pyiceberg.types import BooleanType, FloatType, IcebergType, LongType, TimestamptzType
 
 from cdc.config import Settings
 from cdc.events.model import TableId
@@ -42,10 +42,25 @@ class Comparison:
         return not (self.missing_in_lake or self.extra_in_lake or self.different or self.duplicate_keys)
 
 
-def canonical(value: Any, kind: IcebergType) -> str | None:
-    """One exact text form per value, whichever side it came from."""
+GEOMETRY_TYPES = frozenset(
+    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+)
+
+
+def canonical(value: Any, kind: IcebergType, source_type: str = "") -> str | None:
+    """One exact text form per value, whichever side it came from.
+
+    `source_type` is the source's COLUMN_TYPE (`bit(10)`, `set('a','b')`, ...): it settles the
+    few types whose two sides differ in shape, not in value.
+    """
     if value is None:
         return None
+    if source_type.startswith("set("):
+        members = value if isinstance(value, set | frozenset) else (str(value).split(",") if value else [])
+        return ",".join(sorted(members))
+    if source_type.startswith("bit(") and isinstance(value, int) and not isinstance(kind, BooleanType):
+        width = (int(source_type[4:-1]) + 7) // 8
+        return value.to_bytes(width, "little").hex()  # Debezium's Bits: little-endian, fixed width
     if isinstance(kind, BooleanType):
         return "1" if (value is True or value == 1) else "0"
     if isinstance(kind, FloatType):
@@ -65,8 +80,6 @@ def canonical(value: Any, kind: IcebergType) -> str | None:
         return format(value, "f")
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex()
-    if isinstance(kind, BinaryType) and isinstance(value, int):  # BIT(n) read as an integer
-        return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "little").hex()
     if isinstance(value, set | frozenset):
         return ",".join(sorted(value))
     return str(value)
@@ -112,20 +125,40 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
     names = [f.name for f in fields]
     kinds = [f.field_type for f in fields]
     arrow = base.scan(selected_fields=tuple(names)).to_arrow()
-    lake_columns = [arrow.column(n).to_pylist() for n in names]
-    lake_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in zip(*lake_columns, strict=True)]
     conn = connect(settings)
     try:
         cur = conn.cursor()
+        cur.execute(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (table.db, table.table),
+        )
+        types = {str(name): (str(data_type).lower(), str(column_type).lower()) for name, data_type, column_type in cur.fetchall()}
+        source_types = [types.get(n, ("", ""))[1] for n in names]
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cols = ", ".join(quote_ident(n) for n in names)
+        cols = ", ".join(_select_expr(n, types.get(n, ("", ""))[0]) for n in names)
         cur.execute(f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608 - quoted identifiers
-        source_rows = [tuple(canonical(v, k) for v, k in zip(row, kinds, strict=True)) for row in cur.fetchall()]
+        source_rows = [_canonical_row(row, kinds, source_types) for row in cur.fetchall()]
         conn.rollback()
     finally:
         conn.close()
+    lake_columns = [arrow.column(n).to_pylist() for n in names]
+    lake_rows = [_canonical_row(row, kinds, source_types) for row in zip(*lake_columns, strict=True)]
     return compare_rows(str(table), names, key, source_rows, lake_rows)
+
+
+def _canonical_row(row: Sequence[Any], kinds: Sequence[IcebergType], source_types: Sequence[str]) -> Row:
+    return tuple(canonical(v, k, t) for v, k, t in zip(row, kinds, source_types, strict=True))
+
+
+def _select_expr(name: str, data_type: str) -> str:
+    """Read BIT as an integer and geometries as WKB, the forms the lake keeps."""
+    q = quote_ident(name)
+    if data_type == "bit":
+        return f"CAST({q} AS UNSIGNED) AS {q}"
+    if data_type in GEOMETRY_TYPES:
+        return f"ST_AsBinary({q}) AS {q}"
+    return q
 
 
 def _key_of(properties: dict[str, str]) -> list[str]:

@@ -99,7 +99,10 @@ def _timestamp_us(v: Any) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=_int(v))
 
 
-def _zoned(v: Any) -> dt.datetime:
+ZERO_TIMESTAMP = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _zoned(v: Any) -> dt.datetime | None:
     text = _str(v)
     try:
         parsed = dt.datetime.fromisoformat(text)
@@ -107,7 +110,10 @@ def _zoned(v: Any) -> dt.datetime:
         raise DecodeError(f"invalid ZonedTimestamp {text!r}") from exc
     if parsed.tzinfo is None:
         raise DecodeError(f"ZonedTimestamp {text!r} has no zone")
-    return parsed.astimezone(dt.UTC)
+    instant = parsed.astimezone(dt.UTC)
+    # MariaDB's TIMESTAMP starts at 1970-01-01 00:00:01 UTC; the binlog writes the zero date
+    # '0000-00-00 00:00:00' as epoch 0 (the snapshot and the source read it as NULL), so epoch 0 is NULL
+    return None if instant == ZERO_TIMESTAMP else instant
 
 
 def _time_ms(v: Any) -> int:

@@ -148,7 +148,6 @@ class MariaDb:
             "--log-bin-compress=OFF",
             "--expire-logs-days=7",
             "--skip-name-resolve",
-            f"--default-time-zone={self.settings.mariadb.time_zone}",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
             "--innodb-buffer-pool-size=256M",
@@ -159,7 +158,22 @@ class MariaDb:
         pid = start(self.files, argv)
         wait_until(self.files, pid, self.healthy, 60, "MariaDB")
         self._provision()
+        self._time_zone()
         return True
+
+    def _time_zone(self) -> None:
+        """Load the zone tables once, then run the server in the configured zone."""
+        marker = self.folder / "zoneinfo.loaded"
+        if not marker.exists():
+            tool = jars.require_tool("mariadb-tzinfo-to-sql", "install mariadb-server")
+            zoneinfo = Path("/usr/share/zoneinfo")
+            if not zoneinfo.is_dir():
+                raise ServiceError("no /usr/share/zoneinfo: install tzdata (Debian: apt-get install tzdata)")
+            sql = subprocess.run([tool, str(zoneinfo)], capture_output=True, text=True, check=False).stdout  # noqa: S603
+            self._client("USE mysql;\n" + sql)
+            marker.touch()
+        zone = self.settings.mariadb.time_zone.replace("'", "''")
+        self._client(f"SET GLOBAL time_zone = '{zone}'")
 
     def status(self) -> ServiceStatus:
         pid = read_pid(self.files)
