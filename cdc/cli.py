@@ -174,7 +174,7 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
     spark = session(s)
     rows = []
     for t in targets:
-        r = merge_table(spark, s.catalog.name, t.db, t.table)
+        r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days)
         rows.append((r.table, "up to date" if r.skipped else "merged", r.changes, r.changelog_snapshot,
                      "" if r.rows_after < 0 else r.rows_after, f"{r.seconds:.1f}"))
     out.print(_table("merge", ["table", "result", "changes", "changelog snapshot", "rows", "seconds"], rows))

@@ -110,6 +110,10 @@ class SparkSettings(BaseModel):
     shuffle_partitions: int = Field(4, ge=1)
 
 
+class MergeSettings(BaseModel):
+    tombstone_days: int = Field(7, ge=1, le=3650)  # how long a delete blocks a late, older change of its key
+
+
 class TableOverride(BaseModel):
     buckets: int | None = Field(None, ge=1, le=1024)
 
@@ -127,6 +131,7 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     spark: SparkSettings = Field(default_factory=SparkSettings)  # type: ignore[arg-type]
+    merge: MergeSettings = Field(default_factory=MergeSettings)  # type: ignore[arg-type]
     tables: dict[str, TableOverride] = Field(default_factory=dict)
 
     @classmethod

@@ -207,7 +207,7 @@ def run(settings: Settings, progress: Callable[[str], None] = print, transaction
 
     spark = session(settings)
     for t in TABLES:
-        result = merge_table(spark, settings.catalog.name, DB, t)
+        result = merge_table(spark, settings.catalog.name, DB, t, settings.merge.tombstone_days)
         progress(f"  {DB}.{t}: {result.changes} changes merged in {result.seconds:.1f} s")
     progress("comparing every table with its source")
     catalog = open_catalog(settings)

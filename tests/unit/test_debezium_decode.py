@@ -203,6 +203,20 @@ VALUE_CASES = [
         id="zoned-timestamp-to-utc",
     ),
     pytest.param(
+        field("x", "string", semantic="io.debezium.time.ZonedTimestamp"),
+        "1970-01-01T00:00:00Z",
+        None,
+        ColumnType(Kind.TIMESTAMPTZ),
+        id="zero-timestamp-from-the-binlog-is-null",
+    ),
+    pytest.param(
+        field("x", "string", semantic="io.debezium.time.ZonedTimestamp"),
+        "1970-01-01T00:00:01Z",
+        dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+        ColumnType(Kind.TIMESTAMPTZ),
+        id="earliest-mariadb-timestamp",
+    ),
+    pytest.param(
         field("x", "int64", semantic="io.debezium.time.MicroTimestamp"),
         -1,
         dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
