@@ -215,6 +215,38 @@ def _print_comparisons(results: Sequence[Any]) -> None:
             out.print(f"  {r.table}: only in the lake: {row}")
 
 
+# -------------------------------------------------------------------------------------------- dlq
+@cli.group()
+def dlq() -> None:
+    """The dead-letter table cdc_dlq.events."""
+
+
+@dlq.command("list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int) -> None:
+    """Dead letters with their coordinates and reason."""
+    from cdc.ingest import dlq as dead
+    from cdc.lake.catalog import open_catalog
+
+    found = dead.rows(open_catalog(_settings(ctx)), limit)
+    cols = ["topic", "partition", "offset", "source_table", "error_class", "message", "first_seen"]
+    out.print(_table(f"dead letters ({len(found)} shown)", cols, [[r[c] for c in cols] for r in found]))
+
+
+@dlq.command("replay")
+@click.pass_context
+def dlq_replay(ctx: click.Context) -> None:
+    """Decode every dead letter again; land those that decode now and remove them from the table."""
+    from cdc.ingest.replay import replay
+    from cdc.lake.catalog import open_catalog
+
+    s = _settings(ctx)
+    r = replay(s, open_catalog(s))
+    out.print(_table("replay", ["examined", "landed", "skipped", "still failing"],
+                     [(r.examined, r.landed, r.skipped, r.still_failing)]))
+
+
 # -------------------------------------------------------------------------------------------- sql
 @cli.command()
 @click.argument("query")

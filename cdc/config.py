@@ -102,6 +102,12 @@ class IngestSettings(BaseModel):
     flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     flush_seconds: float = Field(10.0, gt=0)
     poll_batch: int = Field(2_000, ge=1, le=100_000)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger messages go to the dead-letter table
+    # stop when more than this share of a flush's messages (and at least min_dead_letters) is undecodable
+    max_dead_letter_ratio: float = Field(0.5, gt=0, le=1)
+    min_dead_letters: int = Field(100, ge=1)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    session_timeout_ms: int = Field(45_000, ge=1_000)
 
 
 class SparkSettings(BaseModel):

@@ -130,53 +130,59 @@ def parse_gtids(text: str) -> dict[int, int]:
     return out
 
 
-def _topic_gtids(settings: Settings, topics: list[str]) -> dict[int, int]:
-    """Highest GTID per domain among the last messages of `topics`."""
+MARKER_DB = "cdc_marker"
+MARKER_TABLE = "ping"
+
+
+def _marker_seen(settings: Settings, topic: str, token: int) -> bool:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({**settings.kafka.client_config(), "group.id": "cdc-capture-probe", "enable.auto.commit": False})
-    seen: dict[int, int] = {}
     try:
-        metadata = consumer.list_topics(timeout=10)
-        wanted: list[TopicPartition] = []
-        for topic in topics:
-            meta = metadata.topics.get(topic)
-            if meta is None or meta.error is not None:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return False
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
                 continue
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high > low:
-                    wanted.append(TopicPartition(topic, p, max(low, high - 4)))
-        if not wanted:
-            return seen
-        consumer.assign(wanted)
-        for msg in consumer.consume(len(wanted) * 4, timeout=5):
-            value = msg.value()
-            if msg.error() is not None or not value:
-                continue
-            gtid = json.loads(value).get("payload", {}).get("source", {}).get("gtid")
-            for d, seq in parse_gtids(str(gtid or "")).items():
-                seen[d] = max(seq, seen.get(d, 0))
+            consumer.assign([TopicPartition(topic, p, max(low, high - 20))])
+            for msg in consumer.consume(20, timeout=5):
+                value = msg.value()
+                if msg.error() is None and value:
+                    after = json.loads(value).get("payload", {}).get("after") or {}
+                    if after.get("token") == token:
+                        return True
     finally:
         consumer.close()
-    return seen
+    return False
 
 
-def wait_captured(settings: Settings, target: str, topics: list[str], timeout: float = 120.0) -> None:
-    """Wait until the source transaction at GTID position `target` is in Kafka.
+def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
+    """Wait until every transaction committed at the source so far is in Kafka.
 
-    `topics` must include a topic that the transaction at `target` wrote to; Debezium publishes
-    in binlog order, so every earlier transaction is then in Kafka too.
+    Writes a marker row into `cdc_marker.ping` and waits for its change event: Debezium publishes
+    in binlog order, so once the marker is in Kafka every earlier transaction is too (a check on
+    an earlier transaction's own events could see its first rows and miss its last).
     """
-    wanted = parse_gtids(target)
+    from cdc.source import connect
+
+    token = time.time_ns()
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARKER_DB}")
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_DB}.{MARKER_TABLE} (id INT PRIMARY KEY, token BIGINT NOT NULL)")
+        cur.execute(f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)", (token,))  # noqa: S608 - constants
+        conn.commit()
+    finally:
+        conn.close()
+    topic = f"{settings.connect.topic_prefix}.{MARKER_DB}.{MARKER_TABLE}"
     deadline = time.monotonic() + timeout
-    have: dict[int, int] = {}
     while time.monotonic() < deadline:
-        have = _topic_gtids(settings, topics)
-        if all(have.get(d, -1) >= s for d, s in wanted.items()):
+        if _marker_seen(settings, topic, token):
             return
-        time.sleep(0.5)
+        time.sleep(0.3)
     raise ServiceError(
-        f"Debezium did not capture up to GTID {target} within {timeout:.0f} s (saw {have})",
-        str(Connect(settings).files.log_file),
+        f"Debezium did not publish the capture marker within {timeout:.0f} s", str(Connect(settings).files.log_file)
     )

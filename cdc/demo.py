@@ -194,10 +194,8 @@ def run(settings: Settings, progress: Callable[[str], None] = print, transaction
         progress(f"  {statements} statements committed")
     finally:
         conn.close()
-    position = source_position(settings)
-    names = TopicNames(settings.connect.topic_prefix)
-    progress(f"waiting for Debezium to capture up to GTID {position}")
-    connectors.wait_captured(settings, position, [names.topic(TableId(DB, t)) for t in TABLES])
+    progress(f"waiting for Debezium to capture everything up to GTID {source_position(settings)}")
+    connectors.wait_captured(settings)
     progress("landing changes into the Iceberg changelog tables (cdc ingest --until-caught-up)")
     report = Ingestor(settings, catalog).drain()
     progress(f"  {report.changes} changes landed in {report.commits} commits, {report.dead_letters} dead letters")

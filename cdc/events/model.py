@@ -116,6 +116,7 @@ class DecodeFailure:
     value: bytes | None
     coordinates: KafkaCoordinates
     table: TableId | None = field(default=None)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 Decoded = ChangeEvent | Skip | DecodeFailure

@@ -21,23 +21,24 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 
+from cdc import faults
 from cdc.config import Settings
 from cdc.errors import CdcError, ServiceError
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId, TableSchema
 from cdc.ingest import dlq
+from cdc.ingest.commit import append_once
 from cdc.lake import catalog as lake
 from cdc.lake import schema as lake_schema
 from cdc.lake.writer import append_changes
 
 log = logging.getLogger(__name__)
 
-COMMIT_RETRIES = 5
 
 
 @dataclass
@@ -64,10 +65,12 @@ class _Buffer:
 
 
 class TopicNames:
-    """Debezium topic names `<prefix>.<db>.<table>` <-> source tables."""
+    """Debezium topic names `<prefix>.<db>.<table>` <-> source tables, and the capture rules."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, include: list[str] | None = None, exclude: list[str] | None = None) -> None:
         self.prefix = prefix
+        self.include = frozenset(include or ())
+        self.exclude = frozenset(exclude or ())
         self.pattern = "^" + re.escape(prefix) + r"\.[^.]+\.[^.]+$"
         self._re = re.compile(self.pattern)
 
@@ -80,6 +83,16 @@ class TopicNames:
     def topic(self, table: TableId) -> str:
         return f"{self.prefix}.{table.db}.{table.table}"
 
+    def captured(self, table: TableId) -> bool:
+        if self.include and table.db not in self.include:
+            return False
+        return table.db not in self.exclude
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TopicNames:
+        c = settings.connect
+        return cls(c.topic_prefix, c.include_databases, c.exclude_databases)
+
 
 class Ingestor:
     """One consumer process. `run()` until stopped, or `drain()` to the end offsets seen at start."""
@@ -87,15 +100,17 @@ class Ingestor:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.names = TopicNames(settings.connect.topic_prefix)
+        self.names = TopicNames.from_settings(settings)
         self.report = IngestReport()
         self._buffers: dict[TableId, _Buffer] = {}
         self._failures: list[DecodeFailure] = []
         self._next: dict[tuple[str, int], int] = {}
         self._buffered_bytes = 0
         self._first_buffered: float | None = None
+        self._flush_messages = 0
         self._evolved: set[tuple[TableId, TableSchema]] = set()
         self._stop = threading.Event()
+        self._fatal: CdcError | None = None
         conf: dict[str, Any] = {
             **settings.kafka.client_config(),
             "group.id": settings.kafka.group_id,
@@ -103,7 +118,8 @@ class Ingestor:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "max.poll.interval.ms": 600_000,
+            "max.poll.interval.ms": settings.ingest.max_poll_interval_ms,
+            "session.timeout.ms": settings.ingest.session_timeout_ms,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "topic.metadata.refresh.interval.ms": 5_000,
             "error_cb": self._on_error,
@@ -112,19 +128,44 @@ class Ingestor:
 
     # ------------------------------------------------------------------ offsets from the table
     def start_offset(self, topic: str, partition: int) -> int:
+        """Where to read from: the next offset the changelog table recorded, checked against the topic."""
         table = self.names.table(topic)
-        if table is None:
-            return OFFSET_BEGINNING
-        try:
-            changelog = self.catalog.load_table(lake.changelog_name(table))
-        except NoSuchTableError:
-            return OFFSET_BEGINNING
-        return lake.committed_offsets(changelog).get(topic, {}).get(partition, OFFSET_BEGINNING)
+        recorded: int | None = None
+        if table is not None:
+            try:
+                changelog = self.catalog.load_table(lake.changelog_name(table))
+            except NoSuchTableError:
+                changelog = None
+            if changelog is not None:
+                recorded = lake.committed_offsets(changelog).get(topic, {}).get(partition)
+        dead = dlq.committed(self.catalog).get(topic, {}).get(partition)
+        if dead is not None and (recorded is None or dead > recorded):
+            recorded = dead  # everything before it was landed or dead-lettered
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if recorded is None:
+            return low
+        if recorded > high:
+            raise ServiceError(
+                f"{topic}[{partition}]: the lake has landed up to offset {recorded} but the topic ends at {high}: "
+                "the topic was deleted and recreated (offsets reset). Stopping; re-bootstrap the table "
+                f"(cdc bootstrap {table} --rebuild) before ingesting it again"
+            )
+        if recorded < low:
+            raise ServiceError(
+                f"{topic}[{partition}]: the next offset to land is {recorded} but the topic now starts at {low}: "
+                "messages were deleted before they were landed. Stopping; re-bootstrap the table"
+            )
+        return recorded
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            tp.offset = self.start_offset(tp.topic, tp.partition)
-            log.info("assigned %s[%d], starting at offset %s (from the lake)", tp.topic, tp.partition, tp.offset)
+        try:
+            for tp in partitions:
+                tp.offset = self.start_offset(tp.topic, tp.partition)
+                log.info("assigned %s[%d], starting at offset %s (from the lake)", tp.topic, tp.partition, tp.offset)
+        except CdcError as exc:
+            self._fatal = exc
+            self._stop.set()
+            partitions = []
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -152,6 +193,8 @@ class Ingestor:
                 self._poll_once()
                 if idle_exit is not None and idle_exit():
                     break
+            if self._fatal is not None:
+                raise self._fatal
             self.flush()
         finally:
             _restore_signal_handlers(previous)
@@ -167,10 +210,8 @@ class Ingestor:
             if self.names.table(topic) is None or meta.error is not None:
                 continue
             for p in sorted(meta.partitions):
-                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 start = self.start_offset(topic, p)
-                if start == OFFSET_BEGINNING:
-                    start = low
                 if start < high:
                     ends[(topic, p)] = high
                     assignment.append(TopicPartition(topic, p, start))
@@ -214,8 +255,11 @@ class Ingestor:
         value = msg.value()
         key = msg.key()
         coords = KafkaCoordinates(topic, partition, offset)
-        decoded = decode(key if isinstance(key, bytes) else None, value if isinstance(value, bytes) and value else None,
-                         coords, self.names.table)
+        self._flush_messages += 1
+        raw_key = key if isinstance(key, bytes) else None
+        raw_value = value if isinstance(value, bytes) and value else None
+        headers = tuple((str(h[0]), h[1] if isinstance(h[1], bytes) else b"") for h in (msg.headers() or []))
+        decoded = classify(self.names, self.settings.ingest.max_message_bytes, raw_key, raw_value, coords, headers)
         if isinstance(decoded, ChangeEvent):
             buf = self._buffers.setdefault(decoded.table, _Buffer())
             buf.events.append(decoded)
@@ -242,28 +286,56 @@ class Ingestor:
     # ------------------------------------------------------------------ flush = the commit protocol
     def flush(self) -> None:
         """Land everything buffered: dead letters first, then one append per table; then Kafka offsets."""
-        if self._failures:
-            dlq.append(self.catalog, self._failures)
-            self.report.dead_letters += len(self._failures)
-            self._failures = []
+        s = self.settings.ingest
+        failed = len(self._failures)
+        if failed >= s.min_dead_letters and failed > s.max_dead_letter_ratio * self._flush_messages:
+            first = self._failures[0]
+            raise ServiceError(
+                f"{failed} of {self._flush_messages} messages could not be decoded (over ingest.max_dead_letter_ratio "
+                f"{s.max_dead_letter_ratio}): something larger is wrong; nothing of this batch was landed. First: "
+                f"{first.coordinates.topic}[{first.coordinates.partition}]@{first.coordinates.offset}: {first.message}"
+            )
+        self._flush_messages = 0
         committed: list[TopicPartition] = []
         for table, buf in sorted(self._buffers.items(), key=lambda kv: str(kv[0])):
             if not buf.events:
                 continue
             topic = self.names.topic(table)
             parts = {p: o for (t, p), o in self._next.items() if t == topic}
-            self._commit_table(table, buf, topic, parts)
+            self._commit_table(table, buf, topic, parts, replay=False)
             committed.extend(TopicPartition(topic, p, o) for p, o in parts.items())
+        if self._failures:
+            # after the tables: the offsets the dead-letter commit records never run ahead of landed changes
+            topics = {f.coordinates.topic for f in self._failures}
+            dead_offsets = {t: {p: o for (tt, p), o in self._next.items() if tt == t} for t in topics}
+            self.report.dead_letters += dlq.append(self.catalog, self._failures, dead_offsets)
+            committed.extend(TopicPartition(t, p, o) for t, ps in dead_offsets.items() for p, o in ps.items())
+            self._failures = []
         self._buffers.clear()
         self._buffered_bytes = 0
         self._first_buffered = None
+        faults.point(faults.AFTER_COMMIT)  # landed in the lake, Kafka group offsets not yet committed
         if committed:
             try:
                 self.consumer.commit(offsets=committed, asynchronous=False)
             except KafkaException as exc:  # monitoring only: the lake holds the truth
                 log.warning("could not commit group offsets (the lake has them): %s", exc)
 
-    def _commit_table(self, table: TableId, buf: _Buffer, topic: str, parts: dict[int, int]) -> None:
+    def land_replayed(self, events: list[ChangeEvent]) -> int:
+        """Land dead letters that decode now (`cdc dlq replay`): below the recorded offsets, so no offset filter.
+
+        Landing one twice is harmless: the merge keeps one change per key and position.
+        """
+        by_table: dict[TableId, _Buffer] = {}
+        for e in events:
+            buf = by_table.setdefault(e.table, _Buffer())
+            buf.events.append(e)
+            buf.schemas.add(e.schema)
+        for table, buf in by_table.items():
+            self._commit_table(table, buf, self.names.topic(table), {}, replay=True)
+        return sum(len(b.events) for b in by_table.values())
+
+    def _commit_table(self, table: TableId, buf: _Buffer, topic: str, parts: dict[int, int], replay: bool) -> None:
         # a truncate carries no key: create the tables from a keyed schema
         keyed = next((s for s in buf.schemas if s.key), None)
         if keyed is None:
@@ -272,32 +344,19 @@ class Ingestor:
             changelog = lake.ensure_tables(self.catalog, self.settings, table, keyed)
         for schema in buf.schemas:
             changelog = self._evolve(table, changelog, schema)
-        events = buf.events
-        for attempt in range(1, COMMIT_RETRIES + 1):
-            recorded = lake.committed_offsets(changelog)
-            already = recorded.get(topic, {})
-            # a replayed range (another consumer or an earlier run committed it) is skipped, not landed twice
-            fresh = [e for e in events if e.coordinates.offset >= already.get(e.coordinates.partition, -1)]
-            if not fresh:
-                log.info("%s: %d changes were already in the lake, skipped", table, len(events))
-                return
-            offsets = {**recorded, topic: {**already, **{p: max(o, already.get(p, 0)) for p, o in parts.items()}}}
-            try:
-                snapshot = append_changes(changelog, fresh, offsets)
-            except CommitFailedException as exc:
-                log.warning("%s: commit conflict (attempt %d/%d): %s", table, attempt, COMMIT_RETRIES, exc)
-                changelog = self.catalog.load_table(lake.changelog_name(table))
-                continue
-            last = max(fresh, key=lambda e: e.coordinates.offset).coordinates
-            log.info("%s: landed %d changes in snapshot %s, up to %s[%d]@%d", table, len(fresh), snapshot,
-                     last.topic, last.partition, last.offset)
-            rep = self.report.tables.setdefault(str(table), TableReport(str(table)))
-            rep.changes += len(fresh)
-            rep.commits += 1
-            self.report.changes += len(fresh)
-            self.report.commits += 1
+        name = lake.changelog_name(table)
+        topic_offsets = {topic: parts} if parts else {}
+        landed = append_once(str(table), lambda: self.catalog.load_table(name), buf.events,
+                             lambda e: e.coordinates, topic_offsets, append_changes, replay=replay)
+        if not landed:
             return
-        raise ServiceError(f"{table}: gave up after {COMMIT_RETRIES} commit conflicts")
+        last = max(landed, key=lambda e: e.coordinates.offset).coordinates
+        log.info("%s: landed %d changes, up to %s[%d]@%d", table, len(landed), last.topic, last.partition, last.offset)
+        rep = self.report.tables.setdefault(str(table), TableReport(str(table)))
+        rep.changes += len(landed)
+        rep.commits += 1
+        self.report.changes += len(landed)
+        self.report.commits += 1
 
     def _evolve(self, table: TableId, changelog: Table, source: TableSchema) -> Table:
         """Additive and widening schema changes flow into both tables; anything else stops with a message."""
@@ -319,6 +378,29 @@ class Ingestor:
                 changelog = self.catalog.load_table(ident)
         self._evolved.add((table, source))
         return changelog
+
+
+def classify(
+    names: TopicNames,
+    max_bytes: int,
+    key: bytes | None,
+    value: bytes | None,
+    coords: KafkaCoordinates,
+    headers: tuple[tuple[str, bytes], ...] = (),
+) -> ChangeEvent | Skip | DecodeFailure:
+    """Pure: what one message is. Capture rules and size first, then the decoder."""
+    table = names.table(coords.topic)
+    if table is not None and not names.captured(table):
+        return DecodeFailure("OutsideCaptureRules", f"{table} is outside the capture rules (include/exclude databases)",
+                             key, value, coords, table, headers)
+    size = len(value or b"") + len(key or b"")
+    if size > max_bytes:
+        return DecodeFailure("MessageTooLarge", f"message of {size} bytes exceeds ingest.max_message_bytes ({max_bytes})",
+                             key, value, coords, table, headers)
+    decoded = decode(key, value, coords, names.table)
+    if isinstance(decoded, DecodeFailure):
+        return DecodeFailure(decoded.error, decoded.message, key, value, coords, decoded.table, headers)
+    return decoded
 
 
 def _same_types(table: Table, wanted: Any) -> bool:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
 from collections.abc import Sequence
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.expressions import And, EqualTo, In, Or
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, IntegerType, LongType, NestedField, StringType, TimestamptzType
 
 from cdc.events.model import DecodeFailure
+from cdc.ingest.commit import append_once
+from cdc.lake.catalog import OFFSETS, committed_offsets, encode_offsets
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ SCHEMA = Schema(
     NestedField(7, "key", BinaryType(), required=False),
     NestedField(8, "value", BinaryType(), required=False),
     NestedField(9, "first_seen", TimestamptzType(), required=False),
+    NestedField(10, "headers", StringType(), required=False),  # JSON: [[key, base64 value], ...]
 )
 
 
@@ -57,17 +63,33 @@ def to_arrow(failures: Sequence[DecodeFailure], seen: dt.datetime, schema: pa.Sc
             "key": f.key,
             "value": f.value,
             "first_seen": seen,
+            "headers": json.dumps([[k, base64.b64encode(v).decode()] for k, v in f.headers]) if f.headers else None,
         }
         for f in failures
     ]
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def append(catalog: Catalog, failures: Sequence[DecodeFailure]) -> None:
-    table = dlq_table(catalog)
-    arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema().as_arrow()])
-    table.append(to_arrow(failures, dt.datetime.now(dt.UTC), arrow_schema))
-    log.info("dead-lettered %d messages into %s", len(failures), ".".join(TABLE))
+def append(catalog: Catalog, failures: Sequence[DecodeFailure], offsets: dict[str, dict[int, int]]) -> int:
+    """Dead-letter `failures` once (their topics' next offsets in the snapshot summary); returns how many landed."""
+
+    def write(table: Table, fresh: list[DecodeFailure], merged: dict[str, dict[int, int]]) -> int | None:
+        arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema().as_arrow()])
+        table.append(to_arrow(fresh, dt.datetime.now(dt.UTC), arrow_schema), snapshot_properties={OFFSETS: encode_offsets(merged)})
+        return None
+
+    landed = append_once(".".join(TABLE), lambda: dlq_table(catalog), failures, lambda f: f.coordinates, offsets, write)
+    if landed:
+        log.info("dead-lettered %d messages into %s", len(landed), ".".join(TABLE))
+    return len(landed)
+
+
+def committed(catalog: Catalog) -> dict[str, dict[int, int]]:
+    """The next offsets the dead-letter commits recorded, per topic and partition."""
+    try:
+        return committed_offsets(catalog.load_table(TABLE))
+    except NoSuchTableError:
+        return {}
 
 
 def count(catalog: Catalog) -> int:
@@ -79,3 +101,39 @@ def count(catalog: Catalog) -> int:
     if snapshot is None or snapshot.summary is None:
         return 0
     return int(snapshot.summary.additional_properties.get("total-records", "0"))
+
+
+def rows(catalog: Catalog, limit: int | None = None) -> list[dict[str, object]]:
+    """Dead letters, oldest first (without their raw bytes)."""
+    try:
+        table = catalog.load_table(TABLE)
+    except NoSuchTableError:
+        return []
+    fields = ("topic", "partition", "offset", "source_table", "error_class", "message", "first_seen")
+    found = table.scan(selected_fields=fields).to_arrow().sort_by([("first_seen", "ascending"), ("offset", "ascending")])
+    picked: list[dict[str, object]] = found.slice(0, limit).to_pylist() if limit else found.to_pylist()
+    return picked
+
+
+def raw_rows(catalog: Catalog) -> list[dict[str, object]]:
+    try:
+        found: list[dict[str, object]] = catalog.load_table(TABLE).scan().to_arrow().to_pylist()
+    except NoSuchTableError:
+        return []
+    return found
+
+
+def remove(catalog: Catalog, coordinates: Sequence[tuple[str, int, int]]) -> None:
+    """Delete dead letters by their Kafka coordinates (after a successful replay)."""
+    if not coordinates:
+        return
+    by_part: dict[tuple[str, int], list[int]] = {}
+    for topic, partition, offset in coordinates:
+        by_part.setdefault((topic, partition), []).append(offset)
+    # pyiceberg's predicates are pydantic models whose runtime signature mypy cannot see
+    clauses = [
+        And(EqualTo("topic", topic), EqualTo("partition", partition), In("offset", offsets))  # type: ignore[call-arg, arg-type]
+        for (topic, partition), offsets in sorted(by_part.items())
+    ]
+    condition = clauses[0] if len(clauses) == 1 else Or(*clauses)
+    catalog.load_table(TABLE).delete(delete_filter=condition)

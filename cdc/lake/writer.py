@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.table import Table
 
+from cdc import faults
 from cdc.events.model import ChangeEvent
 from cdc.lake import schema as ls
 from cdc.lake.catalog import OFFSETS, encode_offsets
@@ -43,7 +44,9 @@ def append_changes(table: Table, events: Sequence[ChangeEvent], offsets: dict[st
     """Append `events` in one snapshot whose summary holds the next offsets; returns the snapshot id."""
     target = table.schema().as_arrow()
     arrow = to_arrow(events, _plain_arrow(target), dt.datetime.now(dt.UTC))
-    table.append(arrow, snapshot_properties={OFFSETS: encode_offsets(offsets)})
+    with table.transaction() as tx:
+        tx.append(arrow, snapshot_properties={OFFSETS: encode_offsets(offsets)})
+        faults.point(faults.AFTER_WRITE)  # files are written; the catalog does not know them yet
     snapshot = table.current_snapshot()
     return snapshot.snapshot_id if snapshot else None
 

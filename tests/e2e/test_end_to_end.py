@@ -9,7 +9,6 @@ import pytest
 
 from cdc import connectors
 from cdc.config import Settings
-from cdc.demo import source_position
 from cdc.events.model import TableId
 from cdc.ingest.consumer import Ingestor, TopicNames
 from cdc.lake import catalog as lake
@@ -22,8 +21,7 @@ TABLES = ("accounts", "ledger_lines")
 
 
 def _land_and_merge(settings: Settings, catalog: Any, spark: Any, db: str) -> None:
-    names = TopicNames(settings.connect.topic_prefix)
-    connectors.wait_captured(settings, source_position(settings), [names.topic(TableId(db, t)) for t in TABLES])
+    connectors.wait_captured(settings)
     Ingestor(settings, catalog).drain()
     for t in TABLES:
         merge_table(spark, settings.catalog.name, db, t)
@@ -62,7 +60,7 @@ def test_changelog_commits_record_offsets_that_never_go_backwards(stack: Setting
     names = TopicNames(stack.connect.topic_prefix)
     for seed in (1, 2, 3):
         workload.run(stack, db, seed=seed, transactions=10)
-        connectors.wait_captured(stack, source_position(stack), [names.topic(TableId(db, t)) for t in TABLES])
+        connectors.wait_captured(stack)
         Ingestor(stack, lake.open_catalog(stack)).drain()
     table = lake.open_catalog(stack).load_table(lake.changelog_name(TableId(db, "accounts")))
     topic = names.topic(TableId(db, "accounts"))

@@ -12,7 +12,6 @@ import pytest
 
 from cdc import connectors
 from cdc.config import Settings
-from cdc.demo import source_position
 from cdc.events.model import TableId
 from cdc.ingest.consumer import Ingestor, TopicNames
 from cdc.lake import catalog as lake
@@ -25,8 +24,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _sync(settings: Settings, spark: Any, db: str, tables: tuple[str, ...]) -> Any:
-    names = TopicNames(settings.connect.topic_prefix)
-    connectors.wait_captured(settings, source_position(settings), [names.topic(TableId(db, t)) for t in tables], timeout=300)
+    connectors.wait_captured(settings, timeout=300)
     report = Ingestor(settings, lake.open_catalog(settings)).drain()
     for t in tables:
         merge_table(spark, settings.catalog.name, db, t)
@@ -187,7 +185,7 @@ def test_a_table_without_a_primary_key_is_refused_into_the_dead_letter_table(sta
     finally:
         conn.close()
     names = TopicNames(stack.connect.topic_prefix)
-    connectors.wait_captured(stack, source_position(stack), [names.topic(TableId(db, "ok"))])
+    connectors.wait_captured(stack)
     report = Ingestor(stack, lake.open_catalog(stack)).drain()
     assert report.dead_letters >= 2
     catalog = lake.open_catalog(stack)

@@ -1,0 +1,20 @@
+"""Named fault points for the fault-injection suite: `CDC_FAULT_POINT=<name>` kills this process
+there with SIGKILL (after `CDC_FAULT_SKIP` earlier hits). Unset, a point costs one dict lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+AFTER_WRITE = "after-write"  # data and manifest files written, catalog not committed
+AFTER_COMMIT = "after-commit"  # Iceberg commit done, Kafka group offsets not committed
+
+_hits: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    if os.environ.get("CDC_FAULT_POINT") != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] > int(os.environ.get("CDC_FAULT_SKIP", "0")):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,52 @@
+"""`cdc dlq replay`: decode dead letters again (after a fix) and land the ones that decode now."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+
+from pyiceberg.catalog import Catalog
+
+from cdc.config import Settings
+from cdc.events.model import ChangeEvent, KafkaCoordinates, Skip
+from cdc.ingest import dlq
+from cdc.ingest.consumer import Ingestor, TopicNames, classify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayReport:
+    examined: int = 0
+    landed: int = 0
+    skipped: int = 0
+    still_failing: int = 0
+
+
+def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
+    report = ReplayReport()
+    names = TopicNames.from_settings(settings)
+    events: list[ChangeEvent] = []
+    done: list[tuple[str, int, int]] = []
+    for row in dlq.raw_rows(catalog):
+        report.examined += 1
+        coords = KafkaCoordinates(str(row["topic"]), int(str(row["partition"])), int(str(row["offset"])))
+        headers = tuple((k, base64.b64decode(v)) for k, v in json.loads(str(row["headers"]))) if row.get("headers") else ()
+        key = row["key"] if isinstance(row["key"], bytes) else None
+        value = row["value"] if isinstance(row["value"], bytes) else None
+        decoded = classify(names, settings.ingest.max_message_bytes, key, value, coords, headers)
+        if isinstance(decoded, ChangeEvent):
+            events.append(decoded)
+            done.append((coords.topic, coords.partition, coords.offset))
+        elif isinstance(decoded, Skip):
+            report.skipped += 1
+            done.append((coords.topic, coords.partition, coords.offset))
+        else:
+            report.still_failing += 1
+            log.info("still failing: %s[%d]@%d: %s", coords.topic, coords.partition, coords.offset, decoded.message)
+    if events:
+        report.landed = Ingestor(settings, catalog).land_replayed(events)
+    dlq.remove(catalog, done)
+    return report

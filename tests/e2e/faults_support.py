@@ -1,0 +1,135 @@
+"""Helpers for the fault suite: `cdc` as a real process, a continuous writer, and the oracle."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from cdc import connectors
+from cdc.config import Settings
+from cdc.events.model import TableId
+from cdc.ingest.consumer import Ingestor
+from cdc.lake import catalog as lake
+from cdc.source import connect, quote_ident
+from cdc.verify import compare_table
+from spark_jobs.merge import merge_table
+
+TABLES = ("a", "b", "c")
+
+
+def cdc_process(args: Sequence[str], **env: str) -> subprocess.Popen[bytes]:
+    """`cdc ARGS` as its own process group (so a kill reaches a Spark JVM it started too)."""
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "cdc", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> bytes:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    out, _ = proc.communicate(timeout=120)
+    return out or b""
+
+
+def create_tables(settings: Settings, db: str, tables: Sequence[str] = TABLES) -> None:
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS {quote_ident(db)}")
+        cur.execute(f"CREATE DATABASE {quote_ident(db)}")
+        for t in tables:
+            cur.execute(f"CREATE TABLE {quote_ident(db)}.{quote_ident(t)} (id INT PRIMARY KEY, n BIGINT NOT NULL, "
+                        "amount DECIMAL(12,3) NULL, note VARCHAR(40) NULL)")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def write_some(settings: Settings, db: str, rng: random.Random, transactions: int, tables: Sequence[str] = TABLES) -> None:
+    conn = connect(settings, database=db)
+    try:
+        cur = conn.cursor()
+        for _ in range(transactions):
+            for _ in range(rng.randint(1, 8)):
+                t = quote_ident(rng.choice(list(tables)))
+                k = rng.randint(1, 400)
+                roll = rng.random()
+                if roll < 0.6:
+                    cur.execute(f"INSERT INTO {t} VALUES (%s, 1, %s, %s) ON DUPLICATE KEY UPDATE n = n + 1, amount = VALUES(amount)",
+                                (k, Decimal(rng.randint(-10**6, 10**6)) / 1000, rng.choice([None, "x", "ü🙂"])))
+                elif roll < 0.8:
+                    cur.execute(f"DELETE FROM {t} WHERE id = %s", (k,))
+                else:
+                    cur.execute(f"UPDATE IGNORE {t} SET id = %s WHERE id = %s", (k + 1000, k))  # a key change (may hit nothing)
+            conn.commit()
+    finally:
+        conn.close()
+
+
+class Writer:
+    """Keeps writing in a thread until stopped: the continuous workload the faults hit."""
+
+    def __init__(self, settings: Settings, db: str, seed: int, tables: Sequence[str] = TABLES) -> None:
+        self.settings, self.db, self.tables = settings, db, tables
+        self.rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                write_some(self.settings, self.db, self.rng, 5, self.tables)
+                time.sleep(0.02)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
+            self.error = exc
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+
+
+def wait_captured(settings: Settings, db: str = "", tables: Sequence[str] = TABLES) -> None:
+    connectors.wait_captured(settings, timeout=300)
+
+
+def assert_oracle(settings: Settings, spark: Any, db: str, tables: Sequence[str] = TABLES) -> None:
+    """Drain, merge, then: source == base for every table, no change landed twice, offsets never went back."""
+    wait_captured(settings, db, tables)
+    Ingestor(settings, lake.open_catalog(settings)).drain()
+    catalog = lake.open_catalog(settings)
+    for t in tables:
+        merge_table(spark, settings.catalog.name, db, t)
+        table = TableId(db, t)
+        result = compare_table(settings, catalog, table)
+        assert result.equal, (t, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+        changelog = catalog.load_table(lake.changelog_name(table))
+        coords = changelog.scan(selected_fields=("_kafka_partition", "_kafka_offset")).to_arrow().to_pylist()
+        pairs = [(r["_kafka_partition"], r["_kafka_offset"]) for r in coords]
+        assert len(pairs) == len(set(pairs)), f"{table}: a change was landed twice"
+        history = [lake.committed_offsets_of(snap) for snap in reversed(list(lake.ancestors(changelog)))]
+        recorded = [h for h in history if h]
+        for before, after in zip(recorded, recorded[1:], strict=False):
+            for topic, parts in before.items():
+                for p, o in parts.items():
+                    assert after.get(topic, {}).get(p, o) >= o, f"{table}: recorded offsets went backwards"

@@ -1,0 +1,329 @@
+"""The fault matrix (RELIABILITY.md rows 1-6, 8, 18, 20, 22) on real processes, each ending in the oracle:
+source == base row for row, no change landed twice, recorded offsets never go backwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from pyiceberg.table import Transaction
+
+from cdc.config import Settings
+from cdc.errors import ServiceError
+from cdc.events.model import TableId
+from cdc.ingest import dlq
+from cdc.ingest.consumer import Ingestor, TopicNames
+from cdc.ingest.replay import replay
+from cdc.lake import catalog as lake
+from cdc.source import connect, quote_ident
+from cdc.stack import services
+from cdc.stack.process import alive
+from spark_jobs.merge import merge_table
+from tests.e2e.faults_support import (
+    Writer,
+    assert_oracle,
+    cdc_process,
+    create_tables,
+    kill,
+    wait_captured,
+    write_some,
+)
+
+pytestmark = pytest.mark.e2e
+FAST_FLUSH = {"CDC_INGEST__FLUSH_SECONDS": "0.3", "CDC_INGEST__FLUSH_ROWS": "40"}
+
+
+def _db() -> str:
+    return f"f_{uuid.uuid4().hex[:8]}"
+
+
+def _snapshots(settings: Settings, table: TableId) -> list[int]:
+    catalog = lake.open_catalog(settings)
+    if not catalog.table_exists(lake.changelog_name(table)):
+        return []
+    return [s.snapshot_id for s in lake.ancestors(catalog.load_table(lake.changelog_name(table)))]
+
+
+@pytest.mark.parametrize(("point", "commits"), [("after-write", False), ("after-commit", True)])
+def test_consumer_killed_around_the_catalog_commit(stack: Settings, spark: Any, point: str, commits: bool) -> None:
+    """Rows 1 and 2: SIGKILL after the Parquet write (before the commit) and after the commit (before Kafka)."""
+    db = _db()
+    create_tables(stack, db)
+    write_some(stack, db, random.Random(1), 40)
+    wait_captured(stack, db)
+    before = _snapshots(stack, TableId(db, "a"))
+    proc = cdc_process(["ingest", "--until-caught-up"], CDC_FAULT_POINT=point)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == -signal.SIGKILL, out.decode(errors="replace")[-2000:]
+    after = _snapshots(stack, TableId(db, "a"))
+    assert (after != before) == commits  # the first table was committed, or nothing was
+    assert_oracle(stack, spark, db)
+
+
+def test_commit_that_raises_although_it_succeeded_is_reconciled(stack: Settings, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 3: the catalog commit succeeds, then reports a failure; the consumer settles it from the table."""
+    db = _db()
+    create_tables(stack, db)
+    write_some(stack, db, random.Random(3), 30)
+    wait_captured(stack, db)
+    original = Transaction.commit_transaction
+    lies = {"left": 2}
+
+    def commit_then_fail(self: Transaction) -> Any:
+        result = original(self)
+        if lies["left"] > 0 and db in str(self._table.name()):  # only this test's tables
+            lies["left"] -= 1
+            raise OSError("connection reset by peer (after the commit went through)")
+        return result
+
+    monkeypatch.setattr(Transaction, "commit_transaction", commit_then_fail)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert lies["left"] == 0
+    assert report.changes > 0
+    monkeypatch.undo()
+    assert_oracle(stack, spark, db)
+
+
+def test_sigkill_at_twenty_random_moments(stack: Settings, spark: Any) -> None:
+    """Issue 4: kill -9 the consumer 20 times during a continuous workload, restarting it each time."""
+    db = _db()
+    create_tables(stack, db)
+    rng = random.Random(20)
+    with Writer(stack, db, seed=21):
+        for _ in range(20):
+            proc = cdc_process(["ingest"], **FAST_FLUSH)
+            time.sleep(rng.uniform(1.5, 4.0))
+            assert proc.poll() is None, kill(proc).decode(errors="replace")[-2000:]
+            kill(proc)
+    assert_oracle(stack, spark, db)
+
+
+def test_two_consumers_in_one_group_one_killed(stack: Settings, spark: Any) -> None:
+    """Two consumers share the topics; one dies with SIGKILL; the other takes its partitions over."""
+    db = _db()
+    tables = ("a", "b", "c", "d")
+    create_tables(stack, db, tables)
+    env = {**FAST_FLUSH, "CDC_INGEST__SESSION_TIMEOUT_MS": "6000", "CDC_KAFKA__GROUP_ID": f"g-{db}"}
+    with Writer(stack, db, seed=5, tables=tables):
+        first = cdc_process(["ingest"], **env)
+        second = cdc_process(["ingest"], **env)
+        time.sleep(8)
+        kill(first)
+        time.sleep(12)  # the session times out and the survivor is assigned everything
+    wait_captured(stack, db, tables)
+    time.sleep(3)
+    out = kill(second, signal.SIGTERM)  # SIGTERM: flush, commit, exit 0
+    assert second.returncode == 0, out.decode(errors="replace")[-2000:]
+    assert_oracle(stack, spark, db, tables)
+
+
+def test_broker_killed_and_restarted(stack: Settings, spark: Any) -> None:
+    """Row 6: kill -9 the Kafka broker under load, start it again; nothing is lost."""
+    db = _db()
+    create_tables(stack, db)
+    consumer = cdc_process(["ingest"], **FAST_FLUSH)
+    with Writer(stack, db, seed=6):
+        time.sleep(4)
+        broker = next(s for s in services.status(stack) if s.name == "kafka")
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        while alive(broker.pid):
+            time.sleep(0.1)
+        time.sleep(3)
+        assert services.up(stack) == ["kafka"]
+        time.sleep(6)
+    wait_captured(stack, db)
+    out = kill(consumer, signal.SIGTERM)
+    assert consumer.returncode == 0, out.decode(errors="replace")[-3000:]
+    assert_oracle(stack, spark, db)
+
+
+def test_connect_killed_during_a_100k_row_transaction(stack: Settings, spark: Any) -> None:
+    """Row 5: kill -9 the Connect worker while Debezium streams a 100,000-row transaction."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    conn = connect(stack, database=db)
+    try:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO a SELECT seq, seq * 7, seq / 1000, NULL FROM seq_1_to_100000")
+        conn.commit()
+    finally:
+        conn.close()
+    time.sleep(1.5)
+    worker = next(s for s in services.status(stack) if s.name == "connect")
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    while alive(worker.pid):
+        time.sleep(0.1)
+    assert services.up(stack) == ["connect"]
+    assert_oracle(stack, spark, db, ("a",))
+    catalog = lake.open_catalog(stack)
+    rows = catalog.load_table(lake.base_name(TableId(db, "a"))).scan(selected_fields=("id",)).to_arrow().num_rows
+    assert rows == 100_000
+
+
+def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any) -> None:
+    """Row 8: kill -9 `cdc merge` (driver and JVM) mid-run; the re-run publishes everything once."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    write_some(stack, db, random.Random(8), 200, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    merge = cdc_process(["merge", f"{db}.a"])
+    time.sleep(random.Random(8).uniform(6, 14))
+    kill(merge)
+    base = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a")))
+    snapshot = base.current_snapshot()
+    if snapshot is not None:  # a publish is all or nothing: a merge commit carries its bookkeeping
+        assert lake.MERGED_UPTO in (snapshot.summary.additional_properties if snapshot.summary else {})
+    assert_oracle(stack, spark, db, ("a",))
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+def _produce(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = Producer({**settings.kafka.client_config(), "message.max.bytes": 16 * 1024 * 1024})
+    for key, value in items:
+        producer.produce(topic, value=value, key=key)
+    assert producer.flush(30) == 0
+
+
+def _last_message(settings: Settings, topic: str) -> tuple[bytes, bytes]:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"probe-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        for back in range(1, high + 1):
+            consumer.assign([TopicPartition(topic, 0, high - back)])
+            msg = consumer.poll(10)
+            if msg is not None and msg.value():
+                return msg.key(), msg.value()
+    finally:
+        consumer.close()
+    raise AssertionError(f"no message in {topic}")
+
+
+def test_bad_messages_go_to_the_dead_letter_table_and_replay(stack: Settings, spark: Any) -> None:
+    """Row 18 and friends: every bad message lands in cdc_dlq.events with its coordinates and reason,
+    the valid messages around it are landed, and `dlq replay` lands what a fix makes decodable."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    names = TopicNames(stack.connect.topic_prefix)
+    topic = names.topic(TableId(db, "a"))
+    write_some(stack, db, random.Random(18), 20, ("a",))
+    wait_captured(stack, db, ("a",))
+    key, value = _last_message(stack, topic)
+    doc = json.loads(value)
+    doc["payload"]["op"] = "x"
+    unknown_op = json.dumps(doc).encode()
+    doc["payload"]["op"] = "c"
+    doc["payload"]["after"] = doc["payload"]["after"] or doc["payload"]["before"]
+    doc["payload"]["before"] = None
+    doc["payload"]["after"]["note"] = "y" * 30  # valid, but larger than the limit set below
+    doc["payload"]["source"]["pos"] = 10**12  # ranks after every real change, like a late re-send
+    oversized = json.dumps(doc).encode() + b" " * 70_000
+    outside_db = f"{db}_other"
+    bad = [(key, b"{not json"), (key, b'{"schema": null, "payload": {"a": 1}}'), (key, unknown_op), (key, oversized)]
+    _produce(stack, topic, bad)
+    _produce(stack, names.topic(TableId(outside_db, "a")), [(key, value)])
+    write_some(stack, db, random.Random(19), 20, ("a",))  # valid messages after the bad ones
+    narrow = stack.model_copy(deep=True)
+    narrow.connect.include_databases = [db]
+    narrow.ingest.max_message_bytes = 64 * 1024
+    wait_captured(narrow, db, ("a",))
+    report = Ingestor(narrow, lake.open_catalog(narrow)).drain()
+    assert report.dead_letters >= 5
+    rows = [r for r in dlq.rows(lake.open_catalog(narrow)) if str(r["topic"]).startswith(f"{stack.connect.topic_prefix}.{db}")]
+    reasons = {r["error_class"]: r for r in rows}
+    assert "not valid JSON" in str(next(r for r in rows if r["error_class"] == "DecodeError" and "JSON" in str(r["message"]))["message"])
+    assert any("not a Connect JSON envelope" in str(r["message"]) or "payload has no source" in str(r["message"]) for r in rows)
+    assert any("unknown op code 'x'" in str(r["message"]) for r in rows)
+    assert "MessageTooLarge" in reasons
+    assert "exceeds ingest.max_message_bytes" in str(reasons["MessageTooLarge"]["message"])
+    assert "OutsideCaptureRules" in reasons
+    for r in rows:
+        assert r["partition"] == 0
+        assert isinstance(r["offset"], int)
+    # the valid messages on the same partition, before and after the bad ones, are all landed
+    merge_table(spark, narrow.catalog.name, db, "a")
+    from cdc.verify import compare_table
+
+    assert compare_table(narrow, lake.open_catalog(narrow), TableId(db, "a")).equal
+    # a fix (a larger limit) makes the oversized one decodable: replay lands it, the rest stay
+    narrow.ingest.max_message_bytes = 1024 * 1024
+    result = replay(narrow, lake.open_catalog(narrow))
+    assert result.landed == 1
+    assert result.still_failing >= 4
+    left = [r for r in dlq.rows(lake.open_catalog(narrow)) if r["error_class"] == "MessageTooLarge"]
+    assert [r for r in left if str(r["topic"]) == topic] == []
+
+
+def test_error_rate_threshold_stops_the_consumer(stack: Settings) -> None:
+    db = _db()
+    create_tables(stack, db, ("a",))
+    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    _produce(stack, topic, [(None, b"garbage %d" % i) for i in range(30)])
+    strict = stack.model_copy(deep=True)
+    strict.connect.include_databases = [db]
+    strict.ingest.min_dead_letters = 10
+    with pytest.raises(ServiceError, match=r"30 of 30 messages could not be decoded .* something larger is wrong"):
+        Ingestor(strict, lake.open_catalog(strict)).drain()
+    assert not any(str(r["topic"]) == topic for r in dlq.rows(lake.open_catalog(strict)))
+
+
+def test_duplicate_redelivery_changes_nothing(stack: Settings, spark: Any) -> None:
+    """Row 20: a range of messages produced again (as a Connect restart would) leaves the base unchanged."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    write_some(stack, db, random.Random(20), 60, ("a",))
+    wait_captured(stack, db, ("a",))
+    assert_oracle(stack, spark, db, ("a",))
+    catalog = lake.open_catalog(stack)
+    before = catalog.load_table(lake.base_name(TableId(db, "a"))).scan().to_arrow().sort_by("id").to_pylist()
+    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    consumer = Consumer({**stack.kafka.client_config(), "group.id": f"copy-{db}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    copies = [(m.key(), m.value()) for m in consumer.consume(10_000, timeout=5) if m.error() is None]
+    consumer.close()
+    assert len(copies) > 50
+    _produce(stack, topic, copies)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert report.changes > 50  # the copies are new Kafka messages and land as changes...
+    merge_table(spark, stack.catalog.name, db, "a")
+    after = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a"))).scan().to_arrow().sort_by("id").to_pylist()
+    assert after == before  # ...that change nothing
+
+
+def test_recreated_topic_is_detected_and_halts(stack: Settings) -> None:
+    """Row 22: the topic was deleted and recreated (offsets reset): the consumer says so and stops."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    write_some(stack, db, random.Random(22), 30, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    admin = AdminClient(stack.kafka.client_config())
+    admin.delete_topics([topic], operation_timeout=30)[topic].result()
+    deadline = time.monotonic() + 60
+    while topic in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
+        time.sleep(0.5)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    _produce(stack, topic, [(None, b"{}")])
+    proc = cdc_process(["ingest", "--until-caught-up"])
+    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert proc.returncode == 3, out[-2000:]
+    assert "the topic was deleted and recreated" in out
+    conn = connect(stack)
+    try:
+        conn.cursor().execute(f"DROP DATABASE {quote_ident(db)}")  # keep the rest of the suite's drains clean
+    finally:
+        conn.close()
+    admin.delete_topics([topic], operation_timeout=30)[topic].result()
