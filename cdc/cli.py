@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -150,6 +151,37 @@ def ingest(ctx: click.Context, until_caught_up: bool) -> None:
     out.print(_table("landed", ["table", "changes", "commits"], rows))
     out.print(f"{report.messages} messages: {report.changes} changes, {report.skipped} tombstones, "
               f"{report.dead_letters} dead letters")
+
+
+# -------------------------------------------------------------------------------------- bootstrap
+@cli.command()
+@click.argument("table")
+@click.option("--buckets", type=click.IntRange(1, 1024), help="Bucket count for new lake tables (default from settings).")
+@click.option("--rebuild", is_flag=True, help="Rebuild an existing lake table while writes continue; switch atomically.")
+@click.option("--chunk-rows", default=100_000, show_default=True, type=click.IntRange(1_000, 10_000_000))
+@click.pass_context
+def bootstrap(ctx: click.Context, table: str, buckets: int | None, rebuild: bool, chunk_rows: int) -> None:
+    """Load a consistent snapshot of DB.TABLE into the lake and hand off to streaming."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cdc.bootstrap.snapshot import bootstrap as run
+
+    tid = _table_id(table)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]} rows"),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out) as bar:
+        task = bar.add_task(f"bootstrap {tid}", total=None, done="0", rate="")
+        started = time.monotonic()
+
+        def progress(done: int, total: int) -> None:
+            rate = done / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=done, total=max(total, done), done=f"{done:,}/{total:,}", rate=f"{rate:,.0f} rows/s")
+
+        r = run(_settings(ctx), tid, buckets=buckets, rebuild=rebuild, chunk_rows=chunk_rows, on_progress=progress)
+    out.print(_table("bootstrap", ["table", "rows", "chunks", "seconds", "rows/s", "binlog position", "peak RSS MB", "mode"],
+                     [(r.table, r.rows, r.chunks, f"{r.seconds:.1f}", f"{r.rows_per_second:,.0f}",
+                       f"{r.binlog_file}:{r.binlog_position}", f"{r.peak_rss_mb:.0f}", "rebuild" if r.rebuilt else "new")]))
+    click.echo(f"bootstrapped {r.table}: {r.rows} rows in {r.seconds:.1f} s ({r.rows_per_second:.0f} rows/s), "
+               f"peak RSS {r.peak_rss_mb:.0f} MB, streaming takes over after {r.binlog_file}:{r.binlog_position}")
 
 
 # ------------------------------------------------------------------------------------------ merge

@@ -321,9 +321,13 @@ def test_recreated_topic_is_detected_and_halts(stack: Settings) -> None:
     out = proc.communicate(timeout=120)[0].decode(errors="replace")
     assert proc.returncode == 3, out[-2000:]
     assert "the topic was deleted and recreated" in out
+    # leave nothing that would halt the suite's later drains: the source, the topic, the lake tables
     conn = connect(stack)
     try:
-        conn.cursor().execute(f"DROP DATABASE {quote_ident(db)}")  # keep the rest of the suite's drains clean
+        conn.cursor().execute(f"DROP DATABASE {quote_ident(db)}")
     finally:
         conn.close()
     admin.delete_topics([topic], operation_timeout=30)[topic].result()
+    catalog = lake.open_catalog(stack)
+    for ident in catalog.list_tables(db):
+        catalog.purge_table(ident)

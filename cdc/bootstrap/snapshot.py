@@ -1,0 +1,264 @@
+"""`cdc bootstrap DB.TABLE [--rebuild]`: a consistent snapshot of one source table into its base table.
+
+How the seam stays exact:
+1. Note the changelog's current snapshot C (before the source snapshot is taken).
+2. `START TRANSACTION WITH CONSISTENT SNAPSHOT`; MariaDB reports the binlog position S the snapshot
+   corresponds to (`binlog_snapshot_file/position`).
+3. Read the table in primary-key chunks inside that transaction (memory stays bounded) and write
+   each chunk to a fresh Iceberg branch of the base table, every row with `_seq` just below S.
+4. Point `main` at the branch head in one commit: readers see the old table or the new one.
+   The new head records C as merged, so the next merge folds every change landed after C: changes
+   at or after S are newer than the snapshot rows and apply; older ones lose the `_seq` comparison.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import resource
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import AlwaysTrue
+
+from cdc.bootstrap.source_schema import GEOMETRY, SourceColumn, table_schema
+from cdc.config import Settings, TableOverride
+from cdc.errors import ConfigError, ServiceError
+from cdc.events.model import ColumnType, Kind, TableId
+from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
+from cdc.lake import catalog as lake
+from cdc.source import connect, quote_ident
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_POSITION = "cdc.bootstrap-position"
+ASSUMED_ROWS_PER_SECOND = 5_000  # conservative, for the binlog-retention check
+
+
+@dataclass
+class BootstrapReport:
+    table: str
+    rows: int
+    chunks: int
+    seconds: float
+    binlog_file: str
+    binlog_position: int
+    peak_rss_mb: float
+    rebuilt: bool
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---- checks before starting ------------------------------------------------------------------
+
+
+def _source_columns(cur: Any, table: TableId) -> tuple[list[SourceColumn], list[str]]:
+    cur.execute(
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+        (table.db, table.table),
+    )
+    columns = [SourceColumn(str(n), str(d), str(t), str(nullable) == "YES") for n, d, t, nullable in cur.fetchall()]
+    if not columns:
+        raise ConfigError(f"source table {table} does not exist")
+    cur.execute(
+        "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+        (table.db, table.table),
+    )
+    key = [str(r[0]) for r in cur.fetchall()]
+    if not key:
+        raise ConfigError(f"{table} has no primary key: the lake needs a key to apply updates and deletes")
+    return columns, key
+
+
+def check_binlog(variables: dict[str, str], rows_estimate: int) -> None:
+    """Pure: the binlog is on, row-based, and kept long enough for the expected duration."""
+    if variables.get("log_bin", "OFF").upper() != "ON":
+        raise ConfigError("the source has no binlog (log_bin=OFF): changes during the bootstrap would be lost")
+    if variables.get("binlog_format", "").upper() != "ROW":
+        raise ConfigError(f"binlog_format is {variables.get('binlog_format')}, not ROW")
+    seconds = int(variables.get("binlog_expire_logs_seconds", "0") or 0)
+    if seconds == 0:
+        seconds = int(float(variables.get("expire_logs_days", "0") or 0) * 86_400)
+    expected = rows_estimate / ASSUMED_ROWS_PER_SECOND
+    if seconds and seconds < 3 * expected + 3_600:
+        raise ConfigError(
+            f"binlog retention is {seconds} s, but the bootstrap of ~{rows_estimate} rows may take ~{expected:.0f} s: "
+            "keep the binlog at least 3x that plus an hour, or the hand-off to streaming could find it purged"
+        )
+
+
+def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: bool) -> tuple[list[SourceColumn], list[str]]:
+    """Every check that refuses with exit code 2, before anything is written."""
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        columns, key = _source_columns(cur, table)
+        cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                    "('log_bin', 'binlog_format', 'expire_logs_days', 'binlog_expire_logs_seconds')")
+        variables = {str(k): str(v) for k, v in cur.fetchall()}
+        cur.execute("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                    (table.db, table.table))
+        row = cur.fetchone()
+        check_binlog(variables, int(row[0] or 0) if row else 0)
+    finally:
+        conn.close()
+    base_exists = catalog.table_exists(lake.base_name(table))
+    populated = base_exists and catalog.load_table(lake.base_name(table)).current_snapshot() is not None
+    if rebuild and not base_exists:
+        raise ConfigError(f"{table} has no lake table to rebuild: run `cdc bootstrap {table}` without --rebuild")
+    if not rebuild and populated:
+        raise ConfigError(f"{table} is already in the lake: use --rebuild to rebuild it")
+    return columns, key
+
+
+# ---- reading the source ----------------------------------------------------------------------
+
+
+def select_expr(column: SourceColumn) -> str:
+    """Read each type in the form Debezium delivers it."""
+    q = quote_ident(column.name)
+    dt_ = column.data_type.lower()
+    if dt_ == "bit":
+        return f"CAST({q} AS UNSIGNED)"
+    if dt_ in GEOMETRY:
+        return f"ST_AsBinary({q})"
+    if dt_ == "set":
+        return f"CAST({q} AS CHAR)"  # members in definition order, like the binlog
+    if dt_ == "float":
+        return f"CAST({q} AS DOUBLE)"  # the stored single exactly, not its 6-digit text
+    return q
+
+
+def _converter(t: ColumnType, column: SourceColumn) -> Callable[[Any], Any]:
+    kind = t.kind
+    if kind is Kind.BOOLEAN:
+        return lambda v: bool(int(v))
+    if kind is Kind.DECIMAL:
+        return lambda v: Decimal(v)
+    if kind is Kind.BIG_DECIMAL:
+        return lambda v: format(Decimal(v), "f")
+    if kind is Kind.BINARY and column.data_type.lower() == "bit":
+        width = (int(column.column_type[4:-1]) + 7) // 8
+        return lambda v: int(v).to_bytes(width, "little")
+    if kind is Kind.BINARY:
+        return lambda v: bytes(v)
+    if kind is Kind.STRING:
+        return lambda v: v.decode() if isinstance(v, bytes | bytearray) else str(v)
+    if kind is Kind.TIMESTAMPTZ:
+        return lambda v: v.replace(tzinfo=dt.UTC)
+    if kind is Kind.TIME_MICROS:
+        return lambda v: (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds
+    return lambda v: v
+
+
+def _chunk_sql(table: TableId, columns: Sequence[SourceColumn], key: Sequence[str], first: bool, limit: int) -> str:
+    cols = ", ".join(select_expr(c) for c in columns)
+    order = ", ".join(quote_ident(k) for k in key)
+    where = "" if first else f" WHERE ({order}) > ({', '.join(['%s'] * len(key))})"
+    return f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}{where} ORDER BY {order} LIMIT {int(limit)}"  # noqa: S608
+
+
+def bootstrap(
+    settings: Settings,
+    table: TableId,
+    buckets: int | None = None,
+    rebuild: bool = False,
+    chunk_rows: int = 100_000,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BootstrapReport:
+    """Snapshot `table` into its lake base table (see the module doc for the seam)."""
+    started = time.monotonic()
+    catalog = lake.open_catalog(settings)
+    columns, key = preflight(settings, catalog, table, rebuild)
+    schema = table_schema(columns, key)
+    if buckets is not None:
+        settings = settings.model_copy(deep=True)
+        settings.tables[str(table)] = TableOverride(buckets=buckets)
+    changelog = lake.ensure_tables(catalog, settings, table, schema)
+    landed_before = changelog.current_snapshot()
+    base = catalog.load_table(lake.base_name(table))
+    arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in base.schema().as_arrow()])
+    lake_names = [f.name for f in base.schema().fields]
+    missing = [c.name for c in columns if c.name not in lake_names]
+    if missing:
+        raise ConfigError(f"{table}: source columns {missing} are not in the lake table; rebuild after the schema flows in")
+    if base.current_snapshot() is None:
+        base.append(arrow_schema.empty_table())  # a branch needs a table with a first snapshot
+        base = catalog.load_table(lake.base_name(table))
+    converters = [_converter(c.type, src) for c, src in zip(schema.columns, columns, strict=True)]
+    key_index = [next(i for i, c in enumerate(columns) if c.name == k) for k in key]
+    branch = f"cdc-bootstrap-{uuid.uuid4().hex[:12]}"
+    conn = connect(settings)
+    rows_done = chunks = 0
+    try:
+        cur = conn.cursor()
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        status = {str(k): str(v) for k, v in cur.fetchall()}
+        binlog_file, position = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
+        # just below the first event after the snapshot: later changes are newer, earlier ones older
+        seq = Decimal(BinlogPosition(STREAM, binlog_file_index(binlog_file), position - 1, _ROW_SPAN - 1).pack())
+        cur.execute(f"SELECT COUNT(*) FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608
+        total = int(cur.fetchone()[0])
+        log.info("bootstrapping %s: %d rows at %s:%d", table, total, binlog_file, position)
+        properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}"}
+        if landed_before is not None:
+            properties[lake.MERGED_UPTO] = str(landed_before.snapshot_id)
+        source_ts = dt.datetime.now(dt.UTC)
+        last: tuple[Any, ...] | None = None
+        while True:
+            cur.execute(_chunk_sql(table, columns, key, last is None, chunk_rows), last or ())
+            rows = cur.fetchall()
+            if not rows:
+                break
+            data = [[None if v is None else conv(v) for v in col] for col, conv in zip(zip(*rows, strict=True), converters, strict=True)]
+            data.append([seq] * len(rows))
+            data.append([source_ts] * len(rows))
+            arrow = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(data, arrow_schema, strict=True)],
+                                         schema=arrow_schema)
+            base.append(arrow, snapshot_properties=properties, branch=branch)
+            last = tuple(rows[-1][i] for i in key_index)
+            rows_done += len(rows)
+            chunks += 1
+            if on_progress is not None:
+                on_progress(rows_done, total)
+        conn.rollback()
+    finally:
+        conn.close()
+    _publish(catalog, table, branch, properties, rows_done)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
+
+
+def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str, str], rows: int) -> None:
+    """Point main at the finished branch in one commit (retrying if a merge committed meanwhile)."""
+    for attempt in range(1, 6):
+        base = catalog.load_table(lake.base_name(table))
+        try:
+            if rows == 0:  # an empty source table: empty the lake table in one commit
+                with warnings.catch_warnings():
+                    # pyiceberg deletes copy-on-write even where Spark's setting says merge-on-read: fine here
+                    warnings.filterwarnings("ignore", "Merge on read is not yet supported", UserWarning)
+                    warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
+                    base.delete(AlwaysTrue(), snapshot_properties=properties)
+                return
+            with base.manage_snapshots() as ms:
+                ms.set_current_snapshot(ref_name=branch)
+                ms.remove_branch(branch)
+            return
+        except CommitFailedException as exc:
+            log.warning("%s: publish conflict (attempt %d): %s", table, attempt, exc)
+    raise ServiceError(f"{table}: could not publish the bootstrap branch {branch}")

@@ -1,0 +1,147 @@
+"""`cdc bootstrap`: a consistent chunked snapshot with a gap-free hand-off to streaming, and rebuilds
+that readers never see empty or partial."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from cdc.bootstrap.snapshot import bootstrap
+from cdc.config import Settings
+from cdc.events.model import TableId
+from cdc.lake import catalog as lake
+from cdc.source import connect, quote_ident
+from cdc.verify import compare_table
+from tests.e2e import type_zoo
+from tests.e2e.faults_support import Writer, assert_oracle, cdc_process, create_tables
+
+pytestmark = pytest.mark.e2e
+
+
+def _preloaded(settings: Settings, db: str, table: str, rows: int) -> None:
+    """A table whose rows predate capture: the DDL is in the binlog, the rows are not."""
+    create_tables(settings, db, (table,))
+    conn = connect(settings, database=db)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute(f"INSERT INTO {quote_ident(table)} SELECT seq, seq % 97, seq / 1000, CONCAT('row ', seq) "
+                    f"FROM seq_1_to_{int(rows)}")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_two_million_rows_while_a_writer_keeps_changing_them(stack: Settings, spark: Any) -> None:
+    db = f"bt_{uuid.uuid4().hex[:8]}"
+    _preloaded(stack, db, "a", 2_000_000)
+    with Writer(stack, db, seed=55, tables=("a",)):
+        proc = cdc_process(["bootstrap", f"{db}.a", "--chunk-rows", "200000"])
+        out = proc.communicate(timeout=1800)[0].decode(errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+    summary = re.search(r"bootstrapped \S+: (\d+) rows in ([\d.]+) s \((\d+) rows/s\), peak RSS (\d+) MB", out)
+    assert summary, out[-2000:]
+    assert int(summary.group(1)) >= 1_999_000
+    print(f"\nbootstrap of 2M rows: {summary.group(0)}")  # the closing note's numbers
+    assert_oracle(stack, spark, db, ("a",))
+
+
+def test_rebuild_while_other_tables_stream_and_a_reader_polls(stack: Settings, spark: Any) -> None:
+    db = f"rb_{uuid.uuid4().hex[:8]}"
+    _preloaded(stack, db, "a", 60_000)
+    create_tables(stack, db + "_other")
+    bootstrap(stack, TableId(db, "a"))
+    assert_oracle(stack, spark, db, ("a",))
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            table = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a")))
+            seen.append(table.scan(selected_fields=("id",)).to_arrow().num_rows)
+
+    poller = threading.Thread(target=reader, daemon=True)
+    with Writer(stack, db + "_other", seed=7), Writer(stack, db, seed=8, tables=("a",)):
+        poller.start()
+        time.sleep(1)
+        report = bootstrap(stack, TableId(db, "a"), rebuild=True, chunk_rows=5_000)
+        time.sleep(1)
+        stop.set()
+        poller.join(timeout=60)
+    assert report.rebuilt
+    assert report.chunks >= 10  # many chunk commits happened while the reader polled
+    assert len(seen) >= 5
+    assert min(seen) >= 59_000, f"a reader saw the table empty or partial: {sorted(set(seen))[:5]}"
+    assert_oracle(stack, spark, db, ("a",))
+    assert_oracle(stack, spark, db + "_other")
+
+
+def test_both_type_mappings_agree_on_the_type_zoo(stack: Settings, spark: Any) -> None:
+    """Bootstrap reads types from information_schema, streaming from Debezium: one schema, one value set."""
+    db = f"bz_{uuid.uuid4().hex[:8]}"
+    columns = tuple(c for c in type_zoo.COLUMNS if c != "id")
+    conn = connect(stack)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE {quote_ident(db)}")
+        cur.execute(f"USE {quote_ident(db)}")
+        cur.execute(type_zoo.ZOO_DDL)
+        cur.execute("SET SESSION sql_log_bin = 0")
+        rng = random.Random(9)
+        for k in range(1, 301):
+            values = type_zoo.random_values(rng, columns)
+            cur.execute(f"INSERT INTO zoo (id, {', '.join(columns)}) VALUES ({k}, {', '.join(values[c] for c in columns)})")
+        conn.commit()
+    finally:
+        conn.close()
+    bootstrap(stack, TableId(db, "zoo"))
+    catalog = lake.open_catalog(stack)
+    schema_before = catalog.load_table(lake.base_name(TableId(db, "zoo"))).schema()
+    assert compare_table(stack, catalog, TableId(db, "zoo")).equal  # bootstrap alone is exact
+    conn = connect(stack, database=db)
+    try:
+        cur = conn.cursor()
+        rng = random.Random(10)
+        for k in range(1, 301, 3):
+            values = type_zoo.random_values(rng, columns)
+            cur.execute(f"UPDATE zoo SET {', '.join(f'{c} = {values[c]}' for c in columns)} WHERE id = {k}")
+        cur.execute("DELETE FROM zoo WHERE id % 10 = 0")
+        conn.commit()
+    finally:
+        conn.close()
+    assert_oracle(stack, spark, db, ("zoo",))
+    schema_after = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "zoo"))).schema()
+    assert schema_after == schema_before  # streaming needed no schema change: the mappings agree
+
+
+def test_bootstrap_refusals_exit_2(stack: Settings) -> None:
+    db = f"br_{uuid.uuid4().hex[:8]}"
+    create_tables(stack, db, ("a",))
+    conn = connect(stack, database=db)
+    try:
+        conn.cursor().execute("CREATE TABLE nokey (x INT)")
+        conn.commit()
+    finally:
+        conn.close()
+    cases = [
+        ([f"{db}.nokey"], "has no primary key"),
+        ([f"{db}.missing"], "does not exist"),
+        ([f"{db}.a", "--rebuild"], "no lake table to rebuild"),
+        (["not-a-table-name"], "expected DB.TABLE"),
+    ]
+    for args, message in cases:
+        proc = cdc_process(["bootstrap", *args])
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+        assert proc.returncode == 2, (args, out[-1500:])
+        assert message in out, (args, out[-1500:])
+    bootstrap(stack, TableId(db, "a"))
+    proc = cdc_process(["bootstrap", f"{db}.a"])
+    out = proc.communicate(timeout=120)[0].decode(errors="replace")
+    assert proc.returncode == 2
+    assert "already in the lake: use --rebuild" in out
