@@ -64,9 +64,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def require_free_port(name: str, host: str, port: int) -> None:
-    if port_open(host, port):
-        raise ServiceError(f"{name}: port {host}:{port} is already taken by another process; free it or set another port")
+def require_free_port(name: str, host: str, port: int, grace: float = 10.0) -> None:
+    """Refuse a taken port, after a short grace: a service killed a moment ago may still hold it."""
+    deadline = time.monotonic() + grace
+    while port_open(host, port):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{name}: port {host}:{port} is already taken by another process; free it or set another port")
+        time.sleep(0.5)
 
 
 def start(files: ProcessFiles, argv: list[str], env: dict[str, str] | None = None) -> int:

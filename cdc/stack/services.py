@@ -319,9 +319,10 @@ def up(settings: Settings) -> list[str]:
     return [s.name for s in started]
 
 
-def down(settings: Settings) -> list[str]:
-    """Stop only what `up` started (by its pid files), in reverse order."""
-    return [s.name for s in reversed(services(settings)) if stop(s.files)]
+def down(settings: Settings, only: list[str] | None = None) -> list[str]:
+    """Stop what `up` started (by its pid files), in reverse order; `only` narrows it to those names."""
+    chosen = [s for s in reversed(services(settings)) if only is None or s.name in only]
+    return [s.name for s in chosen if stop(s.files)]
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

@@ -23,7 +23,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         if started:
-            services.down(settings)
+            services.down(settings, only=started)
 
 
 @pytest.fixture(scope="session")

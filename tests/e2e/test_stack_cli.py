@@ -71,7 +71,7 @@ def test_port_taken_gives_one_line_and_leaves_nothing_running(private_stack: Pat
         squatter.listen()
         code, _, err = _cdc(capsys, "stack", "up")
     assert code == 3
-    assert "port 127.0.0.1:19092 is already taken" in err
+    assert "port 127.0.0.1:19092 is already taken" in err  # after the grace period
     assert len(err.strip().splitlines()) == 1
     assert not any(s.running for s in services.status(load_settings()))
 
