@@ -108,6 +108,7 @@ class IngestSettings(BaseModel):
     min_dead_letters: int = Field(100, ge=1)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(45_000, ge=1_000)
+    commit_timeout_seconds: float = Field(300.0, gt=0)  # how long a commit waits for an unavailable catalog
 
 
 class SparkSettings(BaseModel):

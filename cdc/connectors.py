@@ -7,6 +7,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,17 @@ def render(template: str, values: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def debezium_config(settings: Settings, secrets_file: Path) -> dict[str, str]:
+def included_databases(settings: Settings, added: Sequence[str] = ()) -> list[str]:
+    """Pure: the connector's include list: settings, databases added by `cdc bootstrap`, the marker.
+
+    Empty means every non-system database (the default), and then nothing needs adding.
+    """
+    if not settings.connect.include_databases:
+        return []
+    return sorted({*settings.connect.include_databases, *added, MARKER_DB})
+
+
+def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
     template = (CONNECTORS_DIR / DEBEZIUM_TEMPLATE).read_text()
     return render(
         template,
@@ -49,7 +60,7 @@ def debezium_config(settings: Settings, secrets_file: Path) -> dict[str, str]:
             "secrets_file": str(secrets_file),
             "server_id": str(settings.connect.database_server_id),
             "topic_prefix": settings.connect.topic_prefix,
-            "include_databases": ",".join(settings.connect.include_databases),
+            "include_databases": ",".join(included_databases(settings, added)),
             "exclude_databases": ",".join(settings.connect.exclude_databases),
             "bootstrap": settings.kafka.bootstrap_servers,
         },
@@ -86,10 +97,17 @@ def connector_state(settings: Settings) -> dict[str, Any] | None:
 
 
 def apply(settings: Settings, timeout: float = 90.0) -> str:
-    """Create or update the Debezium connector and wait until it and its task run."""
+    """Create or update the Debezium connector and wait until it and its task run.
+
+    Databases that `cdc bootstrap` added to capture (lake namespaces marked `cdc.capture`) stay
+    included, so applying the settings again never drops a table that was added on demand.
+    """
+    from cdc.lake.catalog import captured_namespaces, open_catalog
+
     connect = Connect(settings)
     connect.write_secrets()
-    config = debezium_config(settings, connect.secrets_file())
+    added = captured_namespaces(open_catalog(settings)) if settings.connect.include_databases else []
+    config = debezium_config(settings, connect.secrets_file(), added)
     name = settings.connect.connector_name
     _request(f"{settings.connect.url}/connectors/{name}/config", "PUT", config)
     deadline = time.monotonic() + timeout

@@ -182,6 +182,7 @@ def bootstrap(
     started = time.monotonic()
     catalog = lake.open_catalog(settings)
     columns, key = preflight(settings, catalog, table, rebuild)
+    _ensure_captured(settings, catalog, table)
     schema = table_schema(columns, key)
     if buckets is not None:
         settings = settings.model_copy(deep=True)
@@ -241,6 +242,23 @@ def bootstrap(
     _publish(catalog, table, branch, properties, rows_done)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
+
+
+def _ensure_captured(settings: Settings, catalog: Catalog, table: TableId) -> None:
+    """A table outside the include list joins capture first; the snapshot is taken after that.
+
+    Only the connector's include list changes: Debezium keeps its offsets, so no other table is
+    snapshotted again, and streaming of the new table starts before the snapshot position.
+    """
+    include = settings.connect.include_databases
+    if not include or table.db in include or table.db in lake.captured_namespaces(catalog):
+        return
+    from cdc import connectors
+
+    log.info("adding %s to capture (connector include list)", table.db)
+    lake.mark_captured(catalog, table.db)
+    connectors.apply(settings)
+    connectors.wait_captured(settings)  # the connector now streams with the new list
 
 
 def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str, str], rows: int) -> None:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from cdc.errors import CdcError, ServiceError
 from cdc.events.model import KafkaCoordinates
@@ -22,8 +23,10 @@ from cdc.lake.catalog import committed_offsets
 
 log = logging.getLogger(__name__)
 
-RETRIES = 6
+CONFLICT_RETRIES = 10
 T = TypeVar("T")
+# a commit that raised one of these may or may not have gone through: settle it from the table
+UNKNOWN_OUTCOME = (OSError, CdcError, RuntimeError, ValueError, SQLAlchemyError)
 Offsets = dict[str, dict[int, int]]
 
 
@@ -53,13 +56,20 @@ def append_once(
     offsets: Offsets,
     append: Callable[[Table, list[T], Offsets], int | None],
     replay: bool = False,
+    timeout: float = 300.0,
 ) -> list[T]:
     """Land `items` with `offsets` in one snapshot; returns the items this call landed.
 
-    `replay` lands items below the recorded offsets on purpose (dead letters replayed after a fix).
+    Conflicts are retried at once; an unavailable catalog with backoff until `timeout` (consumption
+    waits meanwhile: that is the back-pressure). `replay` lands items below the recorded offsets on
+    purpose (dead letters replayed after a fix).
     """
-    table = load()
-    for attempt in range(1, RETRIES + 1):
+    deadline = time.monotonic() + timeout
+    conflicts = 0
+    attempt = 0
+    table = _load_when_available(what, load, deadline)
+    while True:
+        attempt += 1
         recorded = committed_offsets(table)
         fresh = list(items) if replay else not_yet_landed(items, coordinates, recorded)
         if not fresh:
@@ -72,10 +82,29 @@ def append_once(
             append(table, fresh, merged(recorded, offsets))
             return fresh
         except CommitFailedException as exc:
-            log.warning("%s: commit conflict (attempt %d/%d): %s", what, attempt, RETRIES, exc)
-        except (OSError, CdcError, RuntimeError, ValueError) as exc:
+            conflicts += 1
+            log.warning("%s: commit conflict %d/%d: %s", what, conflicts, CONFLICT_RETRIES, exc)
+            if conflicts >= CONFLICT_RETRIES:
+                raise ServiceError(f"{what}: gave up after {conflicts} commit conflicts") from exc
+        except UNKNOWN_OUTCOME as exc:
             # outcome unknown: it may have committed; the table's recorded offsets decide on the next round
-            log.warning("%s: commit outcome unknown (attempt %d/%d), reconciling from the table: %s", what, attempt, RETRIES, exc)
-            time.sleep(min(0.1 * 2**attempt, 5.0))
-        table = load()
-    raise ServiceError(f"{what}: gave up after {RETRIES} failed commit attempts")
+            log.warning("%s: commit outcome unknown (attempt %d), reconciling from the table: %s", what, attempt, exc)
+            _backoff(what, attempt, deadline, exc)
+        table = _load_when_available(what, load, deadline)
+
+
+def _backoff(what: str, attempt: int, deadline: float, exc: BaseException) -> None:
+    if time.monotonic() > deadline:
+        raise ServiceError(f"{what}: the catalog did not take the commit in time: {exc}") from exc
+    time.sleep(min(0.2 * 2**attempt, 10.0))
+
+
+def _load_when_available(what: str, load: Callable[[], Table], deadline: float) -> Table:
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return load()
+        except UNKNOWN_OUTCOME as exc:
+            log.warning("%s: catalog unavailable (attempt %d), backing off: %s", what, attempt, exc)
+            _backoff(what, attempt, deadline, exc)

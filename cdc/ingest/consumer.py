@@ -28,6 +28,7 @@ from pyiceberg.table import Table
 
 from cdc import faults
 from cdc.config import Settings
+from cdc.connectors import MARKER_DB
 from cdc.errors import CdcError, ServiceError
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId, TableSchema
@@ -89,9 +90,14 @@ class TopicNames:
         return table.db not in self.exclude
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TopicNames:
+    def from_settings(cls, settings: Settings, catalog: Catalog | None = None) -> TopicNames:
         c = settings.connect
-        return cls(c.topic_prefix, c.include_databases, c.exclude_databases)
+        include = list(c.include_databases)
+        if include:
+            include.append(MARKER_DB)  # `wait_captured`'s marker table is always captured
+            if catalog is not None:
+                include += lake.captured_namespaces(catalog)  # added on demand by `cdc bootstrap`
+        return cls(c.topic_prefix, include, c.exclude_databases)
 
 
 class Ingestor:
@@ -100,7 +106,7 @@ class Ingestor:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.names = TopicNames.from_settings(settings)
+        self.names = TopicNames.from_settings(settings, catalog)
         self.report = IngestReport()
         self._buffers: dict[TableId, _Buffer] = {}
         self._failures: list[DecodeFailure] = []
@@ -347,7 +353,8 @@ class Ingestor:
         name = lake.changelog_name(table)
         topic_offsets = {topic: parts} if parts else {}
         landed = append_once(str(table), lambda: self.catalog.load_table(name), buf.events,
-                             lambda e: e.coordinates, topic_offsets, append_changes, replay=replay)
+                             lambda e: e.coordinates, topic_offsets, append_changes, replay=replay,
+                             timeout=self.settings.ingest.commit_timeout_seconds)
         if not landed:
             return
         last = max(landed, key=lambda e: e.coordinates.offset).coordinates

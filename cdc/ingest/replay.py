@@ -27,7 +27,7 @@ class ReplayReport:
 
 def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
     report = ReplayReport()
-    names = TopicNames.from_settings(settings)
+    names = TopicNames.from_settings(settings, catalog)
     events: list[ChangeEvent] = []
     done: list[tuple[str, int, int]] = []
     for row in dlq.raw_rows(catalog):

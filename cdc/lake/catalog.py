@@ -109,6 +109,22 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
                    {"format-version": "2", "write.parquet.compression-codec": "zstd", **common, PROP_KIND: "changelog"})
 
 
+CAPTURE = "cdc.capture"
+
+
+def mark_captured(catalog: Catalog, db: str) -> None:
+    """Record that `db` was added to capture on demand (read by `connectors.apply` and the consumer)."""
+    _ensure_namespace(catalog, db)
+    catalog.update_namespace_properties(db, updates={CAPTURE: "true"})
+
+
+def captured_namespaces(catalog: Catalog) -> list[str]:
+    return sorted(
+        str(ns[0]) for ns in catalog.list_namespaces()
+        if catalog.load_namespace_properties(ns).get(CAPTURE) == "true"
+    )
+
+
 def ancestors(table: Table) -> Iterator[Any]:
     """The current snapshot and its ancestors, newest first."""
     snapshot = table.current_snapshot()

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from cdc.lake import catalog as lake
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
 from tests.e2e import type_zoo
-from tests.e2e.faults_support import Writer, assert_oracle, cdc_process, create_tables
+from tests.e2e.faults_support import Writer, assert_oracle, cdc_process, create_tables, write_some
 
 pytestmark = pytest.mark.e2e
 
@@ -145,3 +146,59 @@ def test_bootstrap_refusals_exit_2(stack: Settings) -> None:
     out = proc.communicate(timeout=120)[0].decode(errors="replace")
     assert proc.returncode == 2
     assert "already in the lake: use --rebuild" in out
+
+
+def test_a_table_outside_capture_is_added_without_snapshotting_the_others(stack: Settings, spark: Any) -> None:
+    """Issue 5, item 2: with an include list, bootstrapping a table of another database extends the
+    connector's include list (kept across `connectors apply`) and no other table is snapshotted again."""
+    from cdc import connectors
+    from cdc.ingest.consumer import TopicNames
+
+    tag = uuid.uuid4().hex[:8]
+    db_in, db_new = f"ci_{tag}", f"cn_{tag}"
+    narrow = stack.model_copy(deep=True)
+    narrow.connect.connector_name = f"narrow-{tag}"
+    narrow.connect.topic_prefix = f"n{tag}"
+    narrow.connect.database_server_id = 6000 + int(tag[:3], 16)
+    narrow.connect.include_databases = [db_in]
+    create_tables(narrow, db_in, ("a",))
+    write_some(narrow, db_in, random.Random(11), 30, ("a",))  # rows the connector's first snapshot reads
+    _preloaded(narrow, db_new, "a", 5_000)
+    try:
+        connectors.apply(narrow)
+        connectors.wait_captured(narrow)
+        topic_in = TopicNames(narrow.connect.topic_prefix).topic(TableId(db_in, "a"))
+        first_snapshot = _snapshot_reads(narrow, topic_in)
+        assert first_snapshot > 0
+        assert db_new not in lake.captured_namespaces(lake.open_catalog(narrow))
+        report = bootstrap(narrow, TableId(db_new, "a"))
+        assert report.rows == 5_000
+        assert db_new in lake.captured_namespaces(lake.open_catalog(narrow))
+        assert db_new in connectors.debezium_config(narrow, Path("/x"), lake.captured_namespaces(lake.open_catalog(narrow)))[
+            "database.include.list"]
+        with Writer(narrow, db_new, seed=12, tables=("a",)), Writer(narrow, db_in, seed=13, tables=("a",)):
+            time.sleep(5)
+        assert_oracle(narrow, spark, db_new, ("a",))
+        assert_oracle(narrow, spark, db_in, ("a",))
+        # the other database was not snapshotted again
+        assert _snapshot_reads(narrow, topic_in) == first_snapshot
+    finally:
+        connectors.delete(narrow)
+
+
+def _snapshot_reads(settings: Settings, topic: str) -> int:
+    import json
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"count-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        reads = 0
+        while messages := consumer.consume(5_000, timeout=3):
+            for m in messages:
+                if m.error() is None and m.value() and json.loads(m.value())["payload"]["op"] == "r":
+                    reads += 1
+        return reads
+    finally:
+        consumer.close()

@@ -337,3 +337,61 @@ def test_recreated_topic_is_detected_and_halts(stack: Settings) -> None:
     catalog = lake.open_catalog(stack)
     for ident in catalog.list_tables(db):
         catalog.purge_table(ident)
+
+
+def test_paused_consumer_cannot_land_stale_data(stack: Settings, spark: Any) -> None:
+    """Row 4: a consumer frozen (SIGSTOP) past its session loses its partitions to a second one; when it
+    resumes (SIGCONT) and flushes its stale buffer, the table's offsets reject what was landed meanwhile."""
+    db = _db()
+    create_tables(stack, db, ("a",))
+    group = {"CDC_KAFKA__GROUP_ID": f"g-{db}", "CDC_INGEST__SESSION_TIMEOUT_MS": "6000",
+             "CDC_INGEST__MAX_POLL_INTERVAL_MS": "7000"}
+    with Writer(stack, db, seed=4, tables=("a",)):
+        stale = cdc_process(["ingest"], **group, CDC_INGEST__FLUSH_SECONDS="20", CDC_INGEST__FLUSH_ROWS="1000000")
+        time.sleep(8)  # it holds an unflushed buffer
+        os.killpg(stale.pid, signal.SIGSTOP)
+        fresh = cdc_process(["ingest"], **group, **FAST_FLUSH)
+        time.sleep(20)  # the frozen one's session expires; the fresh one lands its range
+        os.killpg(stale.pid, signal.SIGCONT)
+        time.sleep(20)  # the stale buffer flushes against offsets that moved on
+    wait_captured(stack, db, ("a",))
+    time.sleep(3)
+    out_stale = kill(stale, signal.SIGTERM).decode(errors="replace")
+    out_fresh = kill(fresh, signal.SIGTERM).decode(errors="replace")
+    assert fresh.returncode == 0, out_fresh[-2000:]
+    assert stale.returncode == 0, out_stale[-2000:]
+    assert "already in the lake, skipped" in out_stale, out_stale[-3000:]  # its stale batch was refused
+    assert_oracle(stack, spark, db, ("a",))
+
+
+def test_catalog_unavailable_during_commits(stack: Settings, spark: Any) -> None:
+    """Row 7: the catalog database refuses writes for a while (an exclusive lock on the SQLite catalog):
+    the consumer backs off, recorded offsets do not advance, and it lands everything when the catalog returns."""
+    import sqlite3
+
+    uri = stack.catalog_uri
+    assert uri.startswith("sqlite:///")
+    db = _db()
+    create_tables(stack, db, ("a",))
+    write_some(stack, db, random.Random(7), 20, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    table = TableId(db, "a")
+    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(table)))
+    consumer = cdc_process(["ingest"], **FAST_FLUSH)
+    reader = lake.open_catalog(stack)  # WAL: reads go on while the writer lock is held
+    lock = sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        write_some(stack, db, random.Random(8), 40, ("a",))
+        time.sleep(15)  # commits fail with "database is locked" and back off
+        during = lake.committed_offsets(reader.load_table(lake.changelog_name(table)))
+        lock.rollback()
+    finally:
+        lock.close()
+    assert during == recorded  # nothing advanced while the catalog was away
+    time.sleep(10)
+    out = kill(consumer, signal.SIGTERM).decode(errors="replace")
+    assert consumer.returncode == 0, out[-2000:]
+    assert "catalog" in out or "commit outcome unknown" in out, out[-2000:]
+    assert_oracle(stack, spark, db, ("a",))
