@@ -133,21 +133,6 @@ def delete(settings: Settings) -> None:
         _request(f"{settings.connect.url}/connectors/{name}", "DELETE")
 
 
-def parse_gtids(text: str) -> dict[int, int]:
-    """Pure: MariaDB GTID positions `domain-server-seq,...` -> highest seq per domain."""
-    out: dict[int, int] = {}
-    for part in text.replace("\n", "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            domain, _server, seq = (int(x) for x in part.split("-"))
-        except ValueError as exc:
-            raise ServiceError(f"unreadable GTID position {part!r}") from exc
-        out[domain] = max(seq, out.get(domain, 0))
-    return out
-
-
 MARKER_DB = "cdc_marker"
 MARKER_TABLE = "ping"
 

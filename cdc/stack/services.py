@@ -17,7 +17,6 @@ from cdc.errors import ServiceError
 from cdc.stack import jars
 from cdc.stack.process import (
     ProcessFiles,
-    port_open,
     read_pid,
     require_free_port,
     start,
@@ -327,7 +326,3 @@ def down(settings: Settings, only: list[str] | None = None) -> list[str]:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     return [s.status() for s in services(settings)]
-
-
-def is_up(settings: Settings) -> bool:
-    return all(st.running for st in status(settings)) and port_open(LOOPBACK, Kafka(settings).port)
