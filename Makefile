@@ -24,7 +24,8 @@ system:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null; \
 	fi
 
-$(VENV)/.complete: requirements.lock
+# the venv's path carries the lock file's hash, so a fresh clone (newer file times) reuses it
+$(VENV)/.complete:
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock

@@ -178,5 +178,5 @@ def test_debezium_config_follows_settings(tmp_path: Path) -> None:
     assert config["database.port"] == "3306"
     assert config["topic.prefix"] == "prod"
     assert config["schema.history.internal.kafka.topic"] == "_cdc_schema_history.prod"
-    assert config["database.include.list"] == "shop,crm"
+    assert config["database.include.list"] == "cdc_marker,crm,shop"
     assert config["schema.history.internal.kafka.bootstrap.servers"] == "k:9092"
