@@ -137,55 +137,60 @@ MARKER_DB = "cdc_marker"
 MARKER_TABLE = "ping"
 
 
-def _marker_seen(settings: Settings, topic: str, token: int) -> bool:
-    from confluent_kafka import Consumer, TopicPartition
+def _gtid_position(text: str) -> dict[int, int]:
+    """Pure: MariaDB GTIDs `domain-server-seq,...` -> the highest seq per domain."""
+    out: dict[int, int] = {}
+    for part in text.replace("\n", "").split(","):
+        if part.strip():
+            domain, _server, seq = (int(x) for x in part.strip().split("-"))
+            out[domain] = max(seq, out.get(domain, 0))
+    return out
 
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "cdc-capture-probe", "enable.auto.commit": False})
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return False
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, max(low, high - 20))])
-            for msg in consumer.consume(20, timeout=5):
-                value = msg.value()
-                if msg.error() is None and value:
-                    after = json.loads(value).get("payload", {}).get("after") or {}
-                    if after.get("token") == token:
-                        return True
-    finally:
-        consumer.close()
-    return False
+
+def _committed_gtids(settings: Settings) -> dict[int, int]:
+    """The GTIDs Connect has committed source offsets for: every record up to them was acknowledged."""
+    doc = _request(f"{settings.connect.url}/connectors/{settings.connect.connector_name}/offsets")
+    for entry in (doc or {}).get("offsets", []):
+        gtids = entry.get("offset", {}).get("gtids")
+        if gtids:
+            return _gtid_position(str(gtids))
+    return {}
 
 
 def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
-    """Wait until every transaction committed at the source so far is in Kafka.
+    """Wait until every transaction committed at the source so far is in Kafka, acknowledged.
 
-    Writes a marker row into `cdc_marker.ping` and waits for its change event: Debezium publishes
-    in binlog order, so once the marker is in Kafka every earlier transaction is too (a check on
-    an earlier transaction's own events could see its first rows and miss its last).
+    Seeing a later event in some topic is not enough: the producer acknowledges partitions
+    independently, so after a Connect restart earlier records can still be in flight. Connect
+    commits a source offset only when every record before it is acknowledged, and Debezium's
+    offset names the transactions completed before the record. So: commit marker A, then marker
+    B, and wait until the committed offset covers A's GTID (B's record carries it).
     """
     from cdc.source import connect
 
-    token = time.time_ns()
     conn = connect(settings)
     try:
         cur = conn.cursor()
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARKER_DB}")
         cur.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_DB}.{MARKER_TABLE} (id INT PRIMARY KEY, token BIGINT NOT NULL)")
-        cur.execute(f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)", (token,))  # noqa: S608 - constants
+        marker = f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)"  # noqa: S608 - constants
+        cur.execute(marker, (time.time_ns(),))
+        conn.commit()
+        cur.execute("SELECT @@last_gtid")
+        row = cur.fetchone()
+        target = _gtid_position(str(row[0])) if row and row[0] else {}
+        cur.execute(marker, (time.time_ns(),))
         conn.commit()
     finally:
         conn.close()
-    topic = f"{settings.connect.topic_prefix}.{MARKER_DB}.{MARKER_TABLE}"
     deadline = time.monotonic() + timeout
+    have: dict[int, int] = {}
     while time.monotonic() < deadline:
-        if _marker_seen(settings, topic, token):
+        have = _committed_gtids(settings)
+        if target and all(have.get(d, -1) >= seq for d, seq in target.items()):
             return
         time.sleep(0.3)
     raise ServiceError(
-        f"Debezium did not publish the capture marker within {timeout:.0f} s", str(Connect(settings).files.log_file)
+        f"Debezium did not capture up to GTID {target} within {timeout:.0f} s (committed: {have})",
+        str(Connect(settings).files.log_file),
     )
