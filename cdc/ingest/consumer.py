@@ -133,8 +133,8 @@ class Ingestor:
         self.consumer = Consumer(conf)
 
     # ------------------------------------------------------------------ offsets from the table
-    def start_offset(self, topic: str, partition: int) -> int:
-        """Where to read from: the next offset the changelog table recorded, checked against the topic."""
+    def start_offset(self, topic: str, partition: int, dead_letters: dict[str, dict[int, int]]) -> int:
+        """Where to read from: the next offset the lake recorded (changelog or `dead_letters`), checked against the topic."""
         table = self.names.table(topic)
         recorded: int | None = None
         if table is not None:
@@ -144,7 +144,7 @@ class Ingestor:
                 changelog = None
             if changelog is not None:
                 recorded = lake.committed_offsets(changelog).get(topic, {}).get(partition)
-        dead = dlq.committed(self.catalog).get(topic, {}).get(partition)
+        dead = dead_letters.get(topic, {}).get(partition)
         if dead is not None and (recorded is None or dead > recorded):
             recorded = dead  # everything before it was landed or dead-lettered
         low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
@@ -165,8 +165,9 @@ class Ingestor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
+            dead_letters = dlq.committed(self.catalog)  # read once per assignment, not per partition
             for tp in partitions:
-                tp.offset = self.start_offset(tp.topic, tp.partition)
+                tp.offset = self.start_offset(tp.topic, tp.partition, dead_letters)
                 log.info("assigned %s[%d], starting at offset %s (from the lake)", tp.topic, tp.partition, tp.offset)
         except CdcError as exc:
             self._fatal = exc
@@ -212,12 +213,13 @@ class Ingestor:
         metadata = self.consumer.list_topics(timeout=10)
         assignment: list[TopicPartition] = []
         ends: dict[tuple[str, int], int] = {}
+        dead_letters = dlq.committed(self.catalog)
         for topic, meta in sorted(metadata.topics.items()):
             if self.names.table(topic) is None or meta.error is not None:
                 continue
             for p in sorted(meta.partitions):
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                start = self.start_offset(topic, p)
+                start = self.start_offset(topic, p, dead_letters)
                 if start < high:
                     ends[(topic, p)] = high
                     assignment.append(TopicPartition(topic, p, start))
