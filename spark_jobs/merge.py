@@ -24,15 +24,17 @@ try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
     from spark_jobs import merge_sql as q
 except ImportError:  # pragma: no cover - spark-submit puts the file's folder on the path
     import merge_sql as q  # type: ignore[no-redef]
+from cdc.lake.contract import (  # dependency-free: ship it with --py-files
+    CHANGELOG_SUFFIX,
+    MERGED_UPTO,
+    PROP_KEY as PRIMARY_KEY,
+    SOURCE_VIEW,
+    TOMBSTONES_SUFFIX,
+    TRUNCATED_BEFORE,
+)
 
 log = logging.getLogger("spark_jobs.merge")
 
-MERGED_UPTO = "cdc.merged-changelog-snapshot"
-PRIMARY_KEY = "cdc.primary-key"
-CHANGELOG_SUFFIX = "_changelog"
-TOMBSTONES_SUFFIX = "_tombstones"
-TRUNCATED_BEFORE = "cdc.truncated-before-seq"
-SOURCE_VIEW = "_cdc_changes"
 
 
 @dataclass

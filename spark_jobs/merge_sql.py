@@ -14,13 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SEQ = "_seq"
-SOURCE_TS = "_source_ts"
-OP = "_op"
-PARTITION = "_kafka_partition"
-OFFSET = "_kafka_offset"
-RANK = "_cdc_rank"
-LATEST_VIEW = "_cdc_latest"
+from cdc.lake.contract import KAFKA_OFFSET as OFFSET, KAFKA_PARTITION as PARTITION, LATEST_VIEW, OP, RANK, SEQ, SOURCE_TS
 
 
 class IdentifierError(ValueError):

@@ -34,8 +34,7 @@ from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId, TableSchema
 from cdc.ingest import dlq
 from cdc.ingest.commit import append_once
-from cdc.lake import catalog as lake
-from cdc.lake import schema as lake_schema
+from cdc.lake import catalog as lake, schema as lake_schema
 from cdc.lake.writer import append_changes
 
 log = logging.getLogger(__name__)

@@ -16,16 +16,19 @@ from pyiceberg.table import Table
 from cdc.config import Settings
 from cdc.events.model import TableId, TableSchema
 from cdc.lake import schema as lake_schema
+from cdc.lake.contract import (  # re-exported: other modules name them through here
+    CAPTURE as CAPTURE,
+    CHANGELOG_SUFFIX as CHANGELOG_SUFFIX,
+    MERGED_UPTO as MERGED_UPTO,
+    OFFSETS as OFFSETS,
+    PROP_KEY as PROP_KEY,
+    PROP_KIND as PROP_KIND,
+    PROP_SOURCE as PROP_SOURCE,
+    TOMBSTONES_SUFFIX as TOMBSTONES_SUFFIX,
+)
 
 log = logging.getLogger(__name__)
 
-CHANGELOG_SUFFIX = "_changelog"
-TOMBSTONES_SUFFIX = "_tombstones"
-PROP_KEY = "cdc.primary-key"
-PROP_SOURCE = "cdc.source-table"
-PROP_KIND = "cdc.kind"
-OFFSETS = "cdc.kafka-offsets"
-MERGED_UPTO = "cdc.merged-changelog-snapshot"
 
 BASE_PROPERTIES = {
     "format-version": "2",
@@ -107,9 +110,6 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
                    {"format-version": "2", "write.parquet.compression-codec": "zstd", **common, PROP_KIND: "changelog"})
-
-
-CAPTURE = "cdc.capture"
 
 
 def mark_captured(catalog: Catalog, db: str) -> None:

@@ -39,17 +39,19 @@ from pyiceberg.types import (
 )
 
 from cdc.events.model import Column, ColumnType, Kind, TableSchema
+from cdc.lake.contract import (  # re-exported: other modules name them through here
+    INGESTED_AT as INGESTED_AT,
+    KAFKA_OFFSET as KAFKA_OFFSET,
+    KAFKA_PARTITION as KAFKA_PARTITION,
+    KAFKA_TOPIC as KAFKA_TOPIC,
+    METADATA_COLUMNS as METADATA_COLUMNS,
+    OP as OP,
+    SEQ as SEQ,
+    SOURCE_TS as SOURCE_TS,
+)
 
-# metadata columns
-OP = "_op"
-SEQ = "_seq"
-SOURCE_TS = "_source_ts"
-INGESTED_AT = "_ingested_at"
-KAFKA_TOPIC = "_kafka_topic"
-KAFKA_PARTITION = "_kafka_partition"
-KAFKA_OFFSET = "_kafka_offset"
 SEQ_TYPE = ColumnType(Kind.DECIMAL, 38, 0)
-RESERVED = frozenset({OP, SEQ, SOURCE_TS, INGESTED_AT, KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET})
+RESERVED = frozenset(METADATA_COLUMNS)
 
 _ICEBERG: dict[Kind, IcebergType] = {
     Kind.BOOLEAN: BooleanType(),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cdc.events.position import MAX_SEQ, SNAPSHOT, STREAM, BinlogPosition, binlog_file_index
 

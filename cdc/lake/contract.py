@@ -1,0 +1,51 @@
+"""The lake contract: every name the landing side (`cdc/`) and the Spark jobs (`spark_jobs/`) share.
+
+Dependency-free on purpose: `spark_jobs/` imports it under `spark-submit` too, where nothing but
+PySpark is installed. Change a name here and both sides change with it.
+"""
+
+from __future__ import annotations
+
+# ---- table names: <db>.<table> (base), and beside it:
+CHANGELOG_SUFFIX = "_changelog"
+TOMBSTONES_SUFFIX = "_tombstones"
+
+# ---- metadata columns (base and changelog: _seq, _source_ts; the changelog adds the rest)
+OP = "_op"
+SEQ = "_seq"
+SOURCE_TS = "_source_ts"
+INGESTED_AT = "_ingested_at"
+KAFKA_TOPIC = "_kafka_topic"
+KAFKA_PARTITION = "_kafka_partition"
+KAFKA_OFFSET = "_kafka_offset"
+METADATA_COLUMNS = (OP, SEQ, SOURCE_TS, INGESTED_AT, KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
+# names the merge job uses for its own helper columns and views
+RANK = "_cdc_rank"
+LATEST_VIEW = "_cdc_latest"
+SOURCE_VIEW = "_cdc_changes"
+# a source column may not take any of these names, compared case-insensitively (Spark resolves
+# columns case-insensitively), nor start with `_cdc_`
+RESERVED_PREFIX = "_cdc_"
+
+
+def reserved_name(column: str) -> bool:
+    """Whether a source column name collides with the lake's own columns (in any letter case)."""
+    lowered = column.lower()
+    return lowered in {c.lower() for c in METADATA_COLUMNS} or lowered.startswith(RESERVED_PREFIX)
+
+
+# ---- table properties
+PROP_KEY = "cdc.primary-key"  # JSON list of the key columns
+PROP_SOURCE = "cdc.source-table"  # db.table at the source
+PROP_KIND = "cdc.kind"  # base | changelog | tombstones
+PROP_TOPIC = "cdc.topic"  # the Kafka topic a changelog lands from
+TRUNCATED_BEFORE = "cdc.truncated-before-seq"  # the truncate floor (base table)
+
+# ---- snapshot summary properties
+OFFSETS = "cdc.kafka-offsets"  # next Kafka offset per topic and partition (changelog and DLQ commits)
+MERGED_UPTO = "cdc.merged-changelog-snapshot"  # the changelog snapshot a base commit folded in
+BOOTSTRAP_POSITION = "cdc.bootstrap-position"  # binlog file:position of a bootstrap snapshot
+
+# ---- namespace properties
+CAPTURE = "cdc.capture"  # "true": the database was added to capture by `cdc bootstrap`
+HALTED_PREFIX = "cdc.halted."  # + table name: JSON {reason, remedy, since, offsets}
