@@ -163,11 +163,63 @@ def _converter(t: ColumnType, column: SourceColumn) -> Callable[[Any], Any]:
     return lambda v: v
 
 
-def _chunk_sql(table: TableId, columns: Sequence[SourceColumn], key: Sequence[str], first: bool, limit: int) -> str:
-    cols = ", ".join(select_expr(c) for c in columns)
-    order = ", ".join(quote_ident(k) for k in key)
-    where = "" if first else f" WHERE ({order}) > ({', '.join(['%s'] * len(key))})"
-    return f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}{where} ORDER BY {order} LIMIT {int(limit)}"  # noqa: S608
+# ENUM sorts by its index and SET by its bitmask, but compared with a string they compare as text:
+# a chunk boundary must be carried and compared as the number (`col+0`) to agree with the order.
+_NUMERIC_ORDER = frozenset({"enum", "set"})
+
+
+def key_position_expr(column: SourceColumn) -> str | None:
+    """Pure: the extra expression a key part's position is carried in, or None when its value serves."""
+    if column.data_type.lower() in _NUMERIC_ORDER:
+        return f"{quote_ident(column.name)}+0"
+    return None
+
+
+@dataclass(frozen=True)
+class ChunkQuery:
+    """Keyset pagination over the primary key: the first chunk, then every chunk after a position."""
+
+    first: str  # no parameters
+    next: str  # one parameter per key part: the position of the previous chunk's last row
+    width: int  # the columns a row holds, in `columns` order; extra position columns follow
+    positions: tuple[int, ...]  # where each key part's position is in a result row
+
+
+def chunk_query(table: TableId, columns: Sequence[SourceColumn], key: Sequence[str], limit: int) -> ChunkQuery:
+    """Pure: the chunk SELECTs.
+
+    Rows are ordered by the key columns themselves (the primary key index gives that order; an ENUM
+    or SET column orders by its number, exactly like `col+0`, which could not use the index) and the
+    next chunk starts after the previous chunk's last row compared in that same order: ENUM/SET key
+    parts as `col+0` against the number carried in an extra column, every other part against the
+    value as read (its exact value, e.g. a BIT as its integer, a string with its trailing spaces,
+    compared under the column's own collation).
+    """
+    by_name = {c.name: c for c in columns}
+    key_columns = [by_name[k] for k in key]
+    extra: list[str] = []
+    compared: list[str] = []
+    positions: list[int] = []
+    for c in key_columns:
+        expr = key_position_expr(c)
+        if expr is None:
+            compared.append(quote_ident(c.name))
+            positions.append(columns.index(c))
+        else:
+            compared.append(expr)
+            positions.append(len(columns) + len(extra))
+            extra.append(expr)
+    select = ", ".join([select_expr(c) for c in columns] + extra)
+    source = f"{quote_ident(table.db)}.{quote_ident(table.table)}"
+    order = ", ".join(quote_ident(c.name) for c in key_columns)
+    after = f"({', '.join(compared)}) > ({', '.join(['%s'] * len(key_columns))})"
+    tail = f" ORDER BY {order} LIMIT {int(limit)}"
+    return ChunkQuery(
+        first=f"SELECT {select} FROM {source}{tail}",  # noqa: S608 - quoted identifiers, an int
+        next=f"SELECT {select} FROM {source} WHERE {after}{tail}",  # noqa: S608 - values are parameters
+        width=len(columns),
+        positions=tuple(positions),
+    )
 
 
 def bootstrap(
@@ -199,7 +251,7 @@ def bootstrap(
         base.append(arrow_schema.empty_table())  # a branch needs a table with a first snapshot
         base = catalog.load_table(lake.base_name(table))
     converters = [_converter(c.type, src) for c, src in zip(schema.columns, columns, strict=True)]
-    key_index = [next(i for i, c in enumerate(columns) if c.name == k) for k in key]
+    query = chunk_query(table, columns, key, chunk_rows)
     branch = f"cdc-bootstrap-{uuid.uuid4().hex[:12]}"
     conn = connect(settings)
     rows_done = chunks = 0
@@ -221,17 +273,21 @@ def bootstrap(
         source_ts = dt.datetime.now(dt.UTC)
         last: tuple[Any, ...] | None = None
         while True:
-            cur.execute(_chunk_sql(table, columns, key, last is None, chunk_rows), last or ())
+            if last is None:
+                cur.execute(query.first)
+            else:
+                cur.execute(query.next, last)
             rows = cur.fetchall()
             if not rows:
                 break
-            data = [[None if v is None else conv(v) for v in col] for col, conv in zip(zip(*rows, strict=True), converters, strict=True)]
+            values = list(zip(*rows, strict=True))[: query.width]
+            data = [[None if v is None else conv(v) for v in col] for col, conv in zip(values, converters, strict=True)]
             data.append([seq] * len(rows))
             data.append([source_ts] * len(rows))
             arrow = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(data, arrow_schema, strict=True)],
                                          schema=arrow_schema)
             base.append(arrow, snapshot_properties=properties, branch=branch)
-            last = tuple(rows[-1][i] for i in key_index)
+            last = tuple(rows[-1][i] for i in query.positions)
             rows_done += len(rows)
             chunks += 1
             if on_progress is not None:
