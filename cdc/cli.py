@@ -345,12 +345,13 @@ def status(ctx: click.Context) -> None:
 # ------------------------------------------------------------------------------------------- demo
 @cli.command()
 @click.option("--transactions", default=40, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--yes", is_flag=True, help="Drop and recreate the demo database even where the settings point beyond the local stack.")
 @click.pass_context
-def demo(ctx: click.Context, transactions: int) -> None:
+def demo(ctx: click.Context, transactions: int, yes: bool) -> None:
     """The whole flow on the local stack with a sample shop database."""
     from cdc import demo as d
 
-    results, _ = d.run(_settings(ctx), progress=lambda m: out.print(f"[bold]>[/bold] {m}"), transactions=transactions)
+    results, _ = d.run(_settings(ctx), progress=lambda m: out.print(f"[bold]>[/bold] {m}"), transactions=transactions, yes=yes)
     _print_comparisons(results)
     if not all(r.equal for r in results):
         raise CheckFailed("the lake differs from the source")

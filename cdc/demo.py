@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -15,7 +17,8 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchNamespaceError
 
 from cdc import connectors
-from cdc.config import Settings
+from cdc.config import CatalogSettings, Settings
+from cdc.errors import ConfigError
 from cdc.events.model import TableId
 from cdc.ingest.consumer import Ingestor, IngestReport, TopicNames
 from cdc.lake.catalog import open_catalog
@@ -55,6 +58,62 @@ SCHEMA_SQL = (
     )""",
 )
 NAMES = ("Ada", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Edsger", "Frances", "Jürgen", "Zoë 🚀")
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip().removeprefix("[").removesuffix("]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _server_host(server: str) -> str:
+    """`host`, `host:port`, `[v6]:port`, `PROTOCOL://host:port`, or a bare IPv6 address -> host."""
+    server = server.strip().split("://", 1)[-1]
+    if server.startswith("["):
+        return server[1:].split("]", 1)[0]
+    if server.count(":") == 1:
+        return server.split(":", 1)[0]
+    return server
+
+
+def masked_uri(uri: str) -> str:
+    """A URI with the password of its user info replaced (`scheme://user:***@host/...`)."""
+    return re.sub(r"(?<=://)([^/@:]*):[^/@]*@", r"\1:***@", uri)
+
+
+def refusal(settings: Settings, yes: bool, db: str = DB) -> str | None:
+    """Pure: why the demo must not reset `db` on these settings' targets (one line), or None.
+
+    The demo drops `db` on the source, its Kafka topics and its lake tables. Only the local stack
+    may be reset without `--yes`: MariaDB and every Kafka bootstrap server on a loopback address and
+    the default SQLite catalog under CDC_HOME.
+    """
+    if yes:
+        return None
+    reasons = []
+    if not _loopback(settings.mariadb.host):
+        reasons.append(f"MariaDB host {settings.mariadb.host} is not loopback")
+    servers = [s for s in settings.kafka.bootstrap_servers.split(",") if s.strip()]
+    if not servers or not all(_loopback(_server_host(s)) for s in servers):
+        reasons.append(f"Kafka {settings.kafka.bootstrap_servers} is not loopback")
+    props = settings.catalog_properties()
+    default = settings.model_copy(update={"catalog": CatalogSettings(name=settings.catalog.name)}).catalog_properties()
+    if any(props.get(k) != default[k] for k in ("type", "uri", "warehouse")):
+        reasons.append("the catalog is not the local SQLite catalog under CDC_HOME")
+    if not reasons:
+        return None
+    topics = f"{settings.connect.topic_prefix}.{db}.*"
+    return (
+        f"refusing to run the demo on a target that is not the local stack ({'; '.join(reasons)}): "
+        f"it would drop database `{db}` on MariaDB {settings.mariadb.host}:{settings.mariadb.port}, "
+        f"the Kafka topics {topics} on {settings.kafka.bootstrap_servers} "
+        f"and the lake tables {db}.* in catalog `{settings.catalog.name}` at {masked_uri(props['uri'])} "
+        f"(warehouse {masked_uri(props['warehouse'])}); run `cdc demo --yes` to do that"
+    )
 
 
 def reset(settings: Settings, catalog: Catalog, db: str) -> None:
@@ -170,8 +229,17 @@ def source_position(settings: Settings) -> str:
         conn.close()
 
 
-def run(settings: Settings, progress: Callable[[str], None] = print, transactions: int = 40) -> tuple[list[Comparison], IngestReport]:
-    """The whole flow on the local stack; returns one comparison per table."""
+def run(
+    settings: Settings, progress: Callable[[str], None] = print, transactions: int = 40, yes: bool = False
+) -> tuple[list[Comparison], IngestReport]:
+    """The whole flow on the local stack; returns one comparison per table.
+
+    Refuses (ConfigError, exit code 2) before touching anything when the settings point anywhere
+    but the local stack, unless `yes`: the flow drops the demo database there.
+    """
+    refused = refusal(settings, yes)
+    if refused is not None:
+        raise ConfigError(refused)
     progress("starting the local stack (MariaDB, Kafka, Kafka Connect + Debezium)")
     services.up(settings)
     progress("applying the Debezium connector")
