@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc.config import Settings, load_settings, masked
-from cdc.errors import CdcError, CheckFailed, ConfigError
+from cdc.errors import CdcError, CheckFailed, ConfigError, TablesHalted
 from cdc.events.model import TableId
 
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -149,8 +149,18 @@ def ingest(ctx: click.Context, until_caught_up: bool) -> None:
     report = ingestor.drain() if until_caught_up else ingestor.run()
     rows = [(t.table, t.changes, t.commits) for t in sorted(report.tables.values(), key=lambda r: r.table)]
     out.print(_table("landed", ["table", "changes", "commits"], rows))
-    out.print(f"{report.messages} messages: {report.changes} changes, {report.skipped} tombstones, "
+    out.print(f"{report.messages} messages: {report.changes} changes, {report.skipped} skipped (tombstones), "
               f"{report.dead_letters} dead letters")
+    _raise_if_halted(report.halted)
+
+
+def _raise_if_halted(halted: dict[str, str]) -> None:
+    """Halted tables make the exit code 1, one line each on stderr (`cdc status` has the remedy)."""
+    if not halted:
+        return
+    for table, reason in sorted(halted.items()):
+        click.echo(f"halted: {table}: {reason}", err=True)
+    raise TablesHalted(f"{len(halted)} table(s) halted: {', '.join(sorted(halted))} (see `cdc status` for the remedy)")
 
 
 # -------------------------------------------------------------------------------------- bootstrap
@@ -337,9 +347,13 @@ def status(ctx: click.Context) -> None:
     from cdc.status import table_status
 
     s = _settings(ctx)
-    rows, dead = table_status(s)
-    out.print(_table("tables", ["table", "changelog rows", "offsets", "last landed", "base rows", "last merge", "unmerged"], rows))
+    rows, dead, halted = table_status(s)
+    out.print(_table("tables", ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge",
+                                "unmerged"], rows))
     out.print(f"dead letters: {dead}")
+    for h in halted:
+        out.print(f"halted: {h.db}.{h.table} since {h.since}: {h.reason}\n  remedy: {h.remedy}", markup=False)
+    _raise_if_halted({f"{h.db}.{h.table}": h.reason for h in halted})
 
 
 # ------------------------------------------------------------------------------------------- demo

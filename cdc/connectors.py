@@ -13,6 +13,7 @@ from typing import Any
 
 from cdc.config import Settings
 from cdc.errors import ConfigError, ServiceError
+from cdc.ingest.capture import MARKER_DB, included_databases
 from cdc.stack.services import Connect
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,6 @@ def render(template: str, values: dict[str, str]) -> dict[str, str]:
             continue  # an empty include/exclude list means "not set"
         out[key] = value
     return out
-
-
-def included_databases(settings: Settings, added: Sequence[str] = ()) -> list[str]:
-    """Pure: the connector's include list: settings, databases added by `cdc bootstrap`, the marker.
-
-    Empty means every non-system database (the default), and then nothing needs adding.
-    """
-    if not settings.connect.include_databases:
-        return []
-    return sorted({*settings.connect.include_databases, *added, MARKER_DB})
 
 
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
@@ -133,7 +124,6 @@ def delete(settings: Settings) -> None:
         _request(f"{settings.connect.url}/connectors/{name}", "DELETE")
 
 
-MARKER_DB = "cdc_marker"
 MARKER_TABLE = "ping"
 
 

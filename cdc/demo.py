@@ -20,7 +20,8 @@ from cdc import connectors
 from cdc.config import CatalogSettings, Settings
 from cdc.errors import ConfigError
 from cdc.events.model import TableId
-from cdc.ingest.consumer import Ingestor, IngestReport, TopicNames
+from cdc.ingest.capture import sanitize
+from cdc.ingest.consumer import Ingestor, IngestReport
 from cdc.lake.catalog import open_catalog
 from cdc.source import connect, quote_ident
 from cdc.stack import services
@@ -123,9 +124,9 @@ def reset(settings: Settings, catalog: Catalog, db: str) -> None:
         conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote_ident(db)}")
     finally:
         conn.close()
-    names = TopicNames(settings.connect.topic_prefix)
+    prefix = f"{settings.connect.topic_prefix}.{sanitize(db)}."
     admin = AdminClient(settings.kafka.client_config())
-    topics = [t for t in admin.list_topics(timeout=10).topics if (tid := names.table(t)) is not None and tid.db == db]
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     if topics:
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result()

@@ -37,6 +37,12 @@ class CheckFailed(CdcError):
     exit_code = 1
 
 
+class TablesHalted(CdcError):
+    """Everything else landed, but these tables are halted (each with its reason and remedy)."""
+
+    exit_code = 1
+
+
 class DecodeError(CdcError):
     """A message that cannot be decoded; it goes to the dead-letter table, never becomes None."""
 

@@ -8,6 +8,11 @@ import signal
 
 AFTER_WRITE = "after-write"  # data and manifest files written, catalog not committed
 AFTER_COMMIT = "after-commit"  # Iceberg commit done, Kafka group offsets not committed
+# between the commits of one flush (cdc.ingest.landing): tables prepared (created, anchored, evolved),
+# nothing of the batch committed / dead letters committed, no changelog yet / after each changelog
+BEFORE_DEAD_LETTERS = "before-dead-letters"
+AFTER_DEAD_LETTERS = "after-dead-letters"
+AFTER_TABLE = "after-table"  # with CDC_FAULT_SKIP=N: after the (N+1)-th changelog commit
 
 _hits: dict[str, int] = {}
 

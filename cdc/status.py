@@ -10,7 +10,7 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from cdc.config import Settings
 from cdc.ingest import dlq
-from cdc.lake import catalog as lake
+from cdc.lake import catalog as lake, state
 
 
 def _when(ms: int | None) -> str:
@@ -26,9 +26,10 @@ def _rows(table: Any) -> int:
     return int(snap.summary.additional_properties.get("total-records", "0"))
 
 
-def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int]:
+def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int, list[state.Halted]]:
     catalog = lake.open_catalog(settings)
     rows: list[tuple[Any, ...]] = []
+    halted = state.halted_tables(catalog)
     for table in lake.lake_tables(catalog):
         changelog = catalog.load_table(lake.changelog_name(table))
         offsets = lake.committed_offsets(changelog)
@@ -53,6 +54,7 @@ def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int]:
                 unmerged += int(snap.summary.additional_properties.get("added-records", "0"))
         rows.append((
             str(table),
+            "halted" if table in halted else "streaming",
             _rows(changelog),
             json.dumps(offsets, separators=(",", ":")),
             _when(cl_snap.timestamp_ms if cl_snap else None),
@@ -60,4 +62,7 @@ def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int]:
             _when(merged_at),
             unmerged,
         ))
-    return rows, dlq.count(catalog)
+    known = set(lake.lake_tables(catalog))
+    for table in sorted(set(halted) - known, key=str):  # halted before its lake tables were created
+        rows.append((str(table), "halted", "-", "-", "-", "-", "-", "-"))
+    return rows, dlq.count(catalog), sorted(halted.values(), key=lambda h: (h.db, h.table))

@@ -17,8 +17,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, IntegerType, LongType, NestedField, StringType, TimestamptzType
 
 from cdc.events.model import DecodeFailure
-from cdc.ingest.commit import append_once
-from cdc.lake.catalog import OFFSETS, committed_offsets, encode_offsets
+from cdc.lake.catalog import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +67,6 @@ def to_arrow(failures: Sequence[DecodeFailure], seen: dt.datetime, schema: pa.Sc
         for f in failures
     ]
     return pa.Table.from_pylist(rows, schema=schema)
-
-
-def append(catalog: Catalog, failures: Sequence[DecodeFailure], offsets: dict[str, dict[int, int]]) -> int:
-    """Dead-letter `failures` once (their topics' next offsets in the snapshot summary); returns how many landed."""
-
-    def write(table: Table, fresh: list[DecodeFailure], merged: dict[str, dict[int, int]]) -> int | None:
-        arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema().as_arrow()])
-        table.append(to_arrow(fresh, dt.datetime.now(dt.UTC), arrow_schema), snapshot_properties={OFFSETS: encode_offsets(merged)})
-        return None
-
-    landed = append_once(".".join(TABLE), lambda: dlq_table(catalog), failures, lambda f: f.coordinates, offsets, write)
-    if landed:
-        log.info("dead-lettered %d messages into %s", len(landed), ".".join(TABLE))
-    return len(landed)
 
 
 def committed(catalog: Catalog) -> dict[str, dict[int, int]]:

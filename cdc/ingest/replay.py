@@ -12,7 +12,10 @@ from pyiceberg.catalog import Catalog
 from cdc.config import Settings
 from cdc.events.model import ChangeEvent, KafkaCoordinates, Skip
 from cdc.ingest import dlq
-from cdc.ingest.consumer import Ingestor, TopicNames, classify
+from cdc.ingest.batch import Raw
+from cdc.ingest.capture import CaptureRules
+from cdc.ingest.consumer import classify
+from cdc.ingest.landing import Lander
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +30,9 @@ class ReplayReport:
 
 def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
     report = ReplayReport()
-    names = TopicNames.from_settings(settings, catalog)
+    rules = CaptureRules.from_settings(settings, catalog)
     events: list[ChangeEvent] = []
+    raws: list[Raw] = []
     done: list[tuple[str, int, int]] = []
     for row in dlq.raw_rows(catalog):
         report.examined += 1
@@ -36,9 +40,10 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
         headers = tuple((k, base64.b64decode(v)) for k, v in json.loads(str(row["headers"]))) if row.get("headers") else ()
         key = row["key"] if isinstance(row["key"], bytes) else None
         value = row["value"] if isinstance(row["value"], bytes) else None
-        decoded = classify(names, settings.ingest.max_message_bytes, key, value, coords, headers)
+        decoded = classify(rules, settings.ingest.max_message_bytes, (key, value, headers), coords)
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)
+            raws.append((key, value, headers))
             done.append((coords.topic, coords.partition, coords.offset))
         elif isinstance(decoded, Skip):
             report.skipped += 1
@@ -47,6 +52,6 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
             report.still_failing += 1
             log.info("still failing: %s[%d]@%d: %s", coords.topic, coords.partition, coords.offset, decoded.message)
     if events:
-        report.landed = Ingestor(settings, catalog).land_replayed(events)
+        report.landed = Lander(settings, catalog, rules).land_replayed(events, raws)
     dlq.remove(catalog, done)
     return report

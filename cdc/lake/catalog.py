@@ -119,6 +119,7 @@ def mark_captured(catalog: Catalog, db: str) -> None:
 
 
 def captured_namespaces(catalog: Catalog) -> list[str]:
+    """Databases `cdc bootstrap` added to capture (lake namespaces marked `cdc.capture`)."""
     return sorted(
         str(ns[0]) for ns in catalog.list_namespaces()
         if catalog.load_namespace_properties(ns).get(CAPTURE) == "true"

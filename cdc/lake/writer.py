@@ -43,7 +43,7 @@ def to_arrow(events: Sequence[ChangeEvent], target: pa.Schema, ingested_at: dt.d
 def append_changes(table: Table, events: Sequence[ChangeEvent], offsets: dict[str, dict[int, int]]) -> int | None:
     """Append `events` in one snapshot whose summary holds the next offsets; returns the snapshot id."""
     target = table.schema().as_arrow()
-    arrow = to_arrow(events, _plain_arrow(target), dt.datetime.now(dt.UTC))
+    arrow = to_arrow(events, plain_arrow(target), dt.datetime.now(dt.UTC))
     with table.transaction() as tx:
         tx.append(arrow, snapshot_properties={OFFSETS: encode_offsets(offsets)})
         faults.point(faults.AFTER_WRITE)  # files are written; the catalog does not know them yet
@@ -51,6 +51,6 @@ def append_changes(table: Table, events: Sequence[ChangeEvent], offsets: dict[st
     return snapshot.snapshot_id if snapshot else None
 
 
-def _plain_arrow(schema: pa.Schema) -> pa.Schema:
+def plain_arrow(schema: pa.Schema) -> pa.Schema:
     """The table's Arrow schema without field metadata (pyiceberg adds field ids)."""
     return pa.schema([pa.field(f.name, f.type, nullable=True) for f in schema])

@@ -13,7 +13,8 @@ import pytest
 from cdc import connectors
 from cdc.config import Settings
 from cdc.events.model import TableId
-from cdc.ingest.consumer import Ingestor, TopicNames
+from cdc.ingest.capture import CaptureRules
+from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
@@ -184,7 +185,7 @@ def test_a_table_without_a_primary_key_is_refused_into_the_dead_letter_table(sta
         conn.commit()
     finally:
         conn.close()
-    names = TopicNames(stack.connect.topic_prefix)
+    names = CaptureRules(stack.connect.topic_prefix)
     connectors.wait_captured(stack)
     report = Ingestor(stack, lake.open_catalog(stack)).drain()
     assert report.dead_letters >= 2

@@ -20,7 +20,8 @@ from cdc.config import Settings
 from cdc.errors import ServiceError
 from cdc.events.model import TableId
 from cdc.ingest import dlq
-from cdc.ingest.consumer import Ingestor, TopicNames
+from cdc.ingest.capture import CaptureRules
+from cdc.ingest.consumer import Ingestor
 from cdc.ingest.replay import replay
 from cdc.lake import catalog as lake
 from cdc.source import connect, quote_ident
@@ -216,7 +217,7 @@ def test_bad_messages_go_to_the_dead_letter_table_and_replay(stack: Settings, sp
     the valid messages around it are landed, and `dlq replay` lands what a fix makes decodable."""
     db = _db()
     create_tables(stack, db, ("a",))
-    names = TopicNames(stack.connect.topic_prefix)
+    names = CaptureRules(stack.connect.topic_prefix)
     topic = names.topic(TableId(db, "a"))
     write_some(stack, db, random.Random(18), 20, ("a",))
     wait_captured(stack, db, ("a",))
@@ -269,7 +270,7 @@ def test_bad_messages_go_to_the_dead_letter_table_and_replay(stack: Settings, sp
 def test_error_rate_threshold_stops_the_consumer(stack: Settings) -> None:
     db = _db()
     create_tables(stack, db, ("a",))
-    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "a"))
     _produce(stack, topic, [(None, b"garbage %d" % i) for i in range(30)])
     strict = stack.model_copy(deep=True)
     strict.connect.include_databases = [db]
@@ -288,7 +289,7 @@ def test_duplicate_redelivery_changes_nothing(stack: Settings, spark: Any) -> No
     assert_oracle(stack, spark, db, ("a",))
     catalog = lake.open_catalog(stack)
     before = catalog.load_table(lake.base_name(TableId(db, "a"))).scan().to_arrow().sort_by("id").to_pylist()
-    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "a"))
     consumer = Consumer({**stack.kafka.client_config(), "group.id": f"copy-{db}", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
     copies = [(m.key(), m.value()) for m in consumer.consume(10_000, timeout=5) if m.error() is None]
@@ -309,7 +310,7 @@ def test_recreated_topic_is_detected_and_halts(stack: Settings) -> None:
     write_some(stack, db, random.Random(22), 30, ("a",))
     wait_captured(stack, db, ("a",))
     Ingestor(stack, lake.open_catalog(stack)).drain()
-    topic = TopicNames(stack.connect.topic_prefix).topic(TableId(db, "a"))
+    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "a"))
     admin = AdminClient(stack.kafka.client_config())
     admin.delete_topics([topic], operation_timeout=30)[topic].result()
     deadline = time.monotonic() + 60

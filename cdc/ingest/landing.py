@@ -1,0 +1,298 @@
+"""Landing one batch: the order of a flush's commits, and which table halts when one cannot land.
+
+The order (see `cdc.ingest.offsets` for why it keeps every offset exactly once):
+1. prepare each table: create its lake tables on first sight (with an anchor commit recording
+   where its messages start), evolve schemas, build its Arrow rows; a value that does not fit
+   its lake column becomes a dead letter; a table that cannot land (a name or column the lake
+   cannot take, a schema change Iceberg refuses, messages lost before landing) is halted;
+2. the dead letters, in one commit;
+3. each table's changes, one commit per table.
+A fault point (`CDC_FAULT_POINT`) sits between every two commits. Halting is per table: its
+topic's messages are not landed, the consumer pauses its partitions, every other table lands.
+No Kafka client here: `cdc dlq replay` lands through the same code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+
+from cdc import faults
+from cdc.config import Settings
+from cdc.errors import CdcError, ServiceError
+from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, TableId, TableSchema
+from cdc.ingest import dlq, offsets as off
+from cdc.ingest.batch import Batch, Raw, TableChanges
+from cdc.ingest.capture import CaptureRules, unsupported_name
+from cdc.ingest.commit import append_once, landed_offsets
+from cdc.lake import catalog as lake, schema as lake_schema, state
+from cdc.lake.contract import OFFSETS, reserved_name
+from cdc.lake.writer import plain_arrow, to_arrow
+from cdc.retry import RetryPolicy, error_kind, retrying
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REBUILD = "cdc bootstrap {table} --rebuild"
+BOOTSTRAP = "cdc bootstrap {table}"
+
+
+class TableCannotLand(CdcError):
+    """Terminal for one table: it halts with this reason; every other table goes on."""
+
+    def __init__(self, reason: str, remedy: str) -> None:
+        super().__init__(reason)
+        self.reason, self.remedy = reason, remedy
+
+
+@dataclass
+class Prepared:
+    table: TableId
+    topic: str
+    rows: pa.Table
+    coordinates: list[KafkaCoordinates]
+
+
+@dataclass
+class Outcome:
+    landed: dict[TableId, int] = field(default_factory=dict)
+    commits: int = 0
+    dead_letters: int = 0
+    halted: dict[TableId, state.Halted] = field(default_factory=dict)
+    held_topics: set[str] = field(default_factory=set)  # topics of halted tables: nothing of them landed
+    skipped_truncates: int = 0
+
+
+class ChangelogSink:
+    def __init__(self, catalog: Catalog, table: TableId) -> None:
+        self.catalog, self.table, self.name = catalog, table, str(table)
+
+    def load(self) -> Table:
+        return self.catalog.load_table(lake.changelog_name(self.table))
+
+    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
+        with table.transaction() as tx:
+            tx.append(rows, snapshot_properties={OFFSETS: off.encode(offsets)})
+            faults.point(faults.AFTER_WRITE)  # files are written; the catalog does not know them yet
+
+
+class DeadLetterSink:
+    name = "cdc_dlq.events"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def load(self) -> Table:
+        return dlq.dlq_table(self.catalog)
+
+    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
+        table.append(rows, snapshot_properties={OFFSETS: off.encode(offsets)})
+
+
+class Lander:
+    """Lands batches into the lake (see the module doc for the order)."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, rules: CaptureRules, policy: RetryPolicy | None = None) -> None:
+        self.settings, self.catalog, self.rules = settings, catalog, rules
+        self.policy = policy or RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
+        self._evolved: set[tuple[TableId, TableSchema]] = set()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return retrying(what, self.policy, fn)
+
+    # ------------------------------------------------------------------------------- one batch
+    def land(self, batch: Batch, unanchored: Collection[tuple[str, int]] = ()) -> Outcome:
+        """Land `batch`: dead letters first, then one commit per table. Raises only when the
+        catalog stays away past the policy's deadline (then nothing later in the batch landed)."""
+        outcome = Outcome()
+        failures = list(batch.failures)
+        already = self._call("read table states", lambda: state.halted_tables(self.catalog))
+        prepared: list[Prepared] = []
+        for table, changes in sorted(batch.tables.items(), key=lambda kv: (kv[0].db, kv[0].table)):
+            if table in already:
+                outcome.held_topics.add(changes.topic)
+                continue
+            try:
+                ready = self._prepare(table, changes, unanchored, failures, outcome, batch.starts_for(changes.topic))
+            except TableCannotLand as exc:
+                self._halt(outcome, table, changes, exc.reason, exc.remedy)
+                continue
+            if ready is not None:
+                prepared.append(ready)
+        faults.point(faults.BEFORE_DEAD_LETTERS)
+        if failures:
+            topics = {f.coordinates.topic for f in failures}
+            ends = {t: batch.ends_for(t) for t in topics}
+            rows = dlq.to_arrow(failures, dt.datetime.now(dt.UTC), plain_arrow(dlq.SCHEMA.as_arrow()))
+            outcome.dead_letters = append_once(DeadLetterSink(self.catalog), rows, [f.coordinates for f in failures],
+                                               ends, self.policy)
+            if outcome.dead_letters:
+                log.info("dead-lettered %d messages into %s", outcome.dead_letters, DeadLetterSink.name)
+        faults.point(faults.AFTER_DEAD_LETTERS)
+        for ready in prepared:
+            if ready.topic in outcome.held_topics:
+                continue  # a table sharing this topic halted: the partition stays where it is
+            try:
+                n = append_once(ChangelogSink(self.catalog, ready.table), ready.rows, ready.coordinates,
+                                {ready.topic: batch.ends_for(ready.topic)}, self.policy)
+            except ServiceError:
+                raise  # the catalog is away: every table waits
+            except Exception as exc:  # noqa: BLE001 - terminal for this table alone (error_kind said so)
+                self._halt(outcome, ready.table, batch.tables[ready.table], f"the changelog commit failed: {exc}",
+                           REBUILD.format(table=ready.table))
+                continue
+            if n:
+                last = ready.coordinates[-1]
+                log.info("%s: landed %d changes, up to %s[%d]@%d", ready.table, n, last.topic, last.partition, last.offset)
+                outcome.landed[ready.table] = n
+                outcome.commits += 1
+            faults.point(faults.AFTER_TABLE)
+        return outcome
+
+    def land_replayed(self, events: list[ChangeEvent], raws: list[Raw]) -> int:
+        """Land dead letters that decode now (`cdc dlq replay`), below the recorded offsets on purpose.
+
+        Landing one twice is harmless: the merge keeps one change per key and position.
+        """
+        by_table: dict[TableId, TableChanges] = {}
+        for e, raw in zip(events, raws, strict=True):
+            changes = by_table.setdefault(e.table, TableChanges())
+            changes.events.append(e)
+            changes.raws.append(raw)
+        total = 0
+        outcome = Outcome()
+        for table, changes in by_table.items():
+            failures: list[DecodeFailure] = []
+            ready = self._prepare(table, changes, (), failures, outcome, _first_offsets(changes.events))
+            if ready is not None:
+                total += append_once(ChangelogSink(self.catalog, table), ready.rows, ready.coordinates, {},
+                                     self.policy, replay=True)
+        return total
+
+    # ------------------------------------------------------------------------------- one table
+    def _prepare(self, table: TableId, changes: TableChanges, unanchored: Collection[tuple[str, int]],
+                 failures: list[DecodeFailure], outcome: Outcome, anchors: dict[int, int]) -> Prepared | None:
+        reason = unsupported_name(table)
+        if reason:
+            raise TableCannotLand(f"{reason}; it cannot be landed", "rename it at the source, or exclude it from capture")
+        events, topic = changes.events, changes.topic
+        name = lake.changelog_name(table)
+        exists = self._call(f"{table}: load", lambda: self.catalog.table_exists(name))
+        keyed = next((e.schema for e in events if e.schema.key), None)
+        starts = _first_offsets(events)
+        if not exists:
+            if keyed is None:  # only truncates, of a table the lake has no rows of: nothing to empty
+                outcome.skipped_truncates += len(events)
+                log.info("%s: truncate before the table's first change: nothing in the lake to empty, skipped", table)
+                return None
+            lost = sorted(p for p in starts if (topic, p) in unanchored)
+            if lost:
+                raise TableCannotLand(
+                    f"{topic} partitions {lost} no longer start at offset 0 and nothing of {table} was landed from them: "
+                    "older changes were deleted by retention before they were landed", BOOTSTRAP.format(table=table))
+            _refuse_reserved(table, keyed)
+            self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed))
+            # anchored where this batch starts, not at its own first change: another new table of the same
+            # topic may be created after it, and until then only this anchor holds the partition back
+            self._anchor(table, {topic: dict(anchors)})
+        else:
+            landed = landed_offsets(self._call(f"{table}: load", lambda: self.catalog.load_table(name))).get(topic, {})
+            lost = sorted(p for p in starts if p not in landed and (topic, p) in unanchored)
+            if lost:
+                raise TableCannotLand(
+                    f"{topic} partitions {lost} no longer start at offset 0 and {table} recorded nothing for them: "
+                    "changes may have been deleted by retention before they were landed", REBUILD.format(table=table))
+        changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(name))
+        for schema in {e.schema for e in events}:
+            changelog = self._evolve(table, changelog, schema)
+        return self._rows(table, topic, changelog, changes, failures)
+
+    def _anchor(self, table: TableId, starts: off.Offsets) -> None:
+        """An empty commit recording where a new table's messages start (so a crash before its first
+        landing does not leave it with nothing recorded)."""
+        sink = ChangelogSink(self.catalog, table)
+
+        def attempt() -> None:
+            t = sink.load()
+            if t.current_snapshot() is None:
+                sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), starts)
+
+        self._call(f"{table}: anchor", attempt)
+
+    def _evolve(self, table: TableId, changelog: Table, source: TableSchema) -> Table:
+        """Additive and widening schema changes flow into both tables; anything else halts the table."""
+        if (table, source) in self._evolved:
+            return changelog
+        if source.key:
+            _refuse_reserved(table, source)
+        for ident, is_changelog in ((lake.base_name(table), False), (lake.changelog_name(table), True)):
+            target = changelog if is_changelog else self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
+            wanted = lake_schema.iceberg_schema(lake_schema.lake_columns(source, changelog=is_changelog))
+            current = {f.name: f.field_type for f in target.schema().fields}
+            if all(current.get(f.name) == f.field_type for f in wanted.fields):
+                continue
+            try:
+                with target.update_schema() as update:
+                    update.union_by_name(wanted)
+            except Exception as exc:
+                if error_kind(exc) != "terminal":
+                    raise
+                raise TableCannotLand(f"a schema change the lake cannot take: {exc}", REBUILD.format(table=table)) from exc
+            log.info("%s: evolved the schema of %s", table, ".".join(ident))
+            if is_changelog:
+                changelog = self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
+        self._evolved.add((table, source))
+        return changelog
+
+    def _rows(self, table: TableId, topic: str, changelog: Table, changes: TableChanges,
+              failures: list[DecodeFailure]) -> Prepared:
+        """The Arrow rows; a change whose values do not fit the lake's columns becomes a dead letter."""
+        target = plain_arrow(changelog.schema().as_arrow())
+        now = dt.datetime.now(dt.UTC)
+        try:
+            rows = to_arrow(changes.events, target, now)
+            return Prepared(table, topic, rows, [e.coordinates for e in changes.events])
+        except (pa.ArrowException, ValueError, TypeError, OverflowError, ArithmeticError):
+            pass  # find the culprits one by one (rare: the decoder checks values against their own schema)
+        good: list[ChangeEvent] = []
+        for event, (key, value, headers) in zip(changes.events, changes.raws, strict=True):
+            try:
+                to_arrow([event], target, now)
+                good.append(event)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+                log.warning("%s: value does not fit the lake table at %s[%d]@%d: %s", table, event.coordinates.topic,
+                            event.coordinates.partition, event.coordinates.offset, exc)
+                failures.append(DecodeFailure("ValueDoesNotFit", f"{table}: a value does not fit the lake table: {exc}",
+                                              key, value, event.coordinates, table, headers))
+        return Prepared(table, topic, to_arrow(good, target, now), [e.coordinates for e in good])
+
+    def _halt(self, outcome: Outcome, table: TableId, changes: TableChanges, reason: str, remedy: str) -> None:
+        topic = changes.topic
+        record = state.halt_record(table, reason, remedy, topic, _first_offsets(changes.events))
+        self._call(f"{table}: record the halt", lambda: state.record_halt(self.catalog, record))
+        outcome.halted[table] = record
+        outcome.held_topics.add(topic)
+
+
+def _refuse_reserved(table: TableId, schema: TableSchema) -> None:
+    clash = [c for c in schema.names if reserved_name(c)]
+    if clash:
+        raise TableCannotLand(
+            f"source columns {clash} collide with the lake's own column names (`_op`, `_seq`, `_source_ts`, `_ingested_at`, "
+            "`_kafka_*` and anything starting with `_cdc_`, in any letter case)",
+            "rename the columns at the source or exclude the table from capture, then run " + REBUILD.format(table=table))
+
+
+def _first_offsets(events: list[ChangeEvent]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for e in events:
+        c = e.coordinates
+        out[c.partition] = min(c.offset, out.get(c.partition, c.offset))
+    return out
