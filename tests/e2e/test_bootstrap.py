@@ -8,6 +8,7 @@ import re
 import threading
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -53,32 +54,95 @@ def test_two_million_rows_while_a_writer_keeps_changing_them(stack: Settings, sp
     assert_oracle(stack, spark, db, ("a",))
 
 
+class _GrowingWriter:
+    """Inserts new rows and updates existing ones (never deletes) until stopped: the table only grows."""
+
+    def __init__(self, settings: Settings, db: str, table: str, first_new_id: int, seed: int) -> None:
+        self.settings, self.db, self.table = settings, db, table
+        self.next_id = first_new_id
+        self.rng = random.Random(seed)
+        self.statements = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.settings, database=self.db)
+            try:
+                cur = conn.cursor()
+                t = quote_ident(self.table)
+                while not self._stop.is_set():
+                    for _ in range(self.rng.randint(1, 8)):
+                        if self.rng.random() < 0.5:
+                            cur.execute(f"INSERT INTO {t} VALUES (%s, 1, %s, 'new')",
+                                        (self.next_id, Decimal(self.rng.randint(-10**6, 10**6)) / 1000))
+                            self.next_id += 1
+                        else:
+                            cur.execute(f"UPDATE {t} SET n = n + 1, note = %s WHERE id = %s",
+                                        (self.rng.choice([None, "x", "ü🙂"]), self.rng.randint(1, self.next_id - 1)))
+                        self.statements += 1
+                    conn.commit()
+                    time.sleep(0.02)
+            finally:
+                conn.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on exit
+            self.error = exc
+
+    def __enter__(self) -> _GrowingWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        if self.error is not None:
+            raise self.error
+
+
 def test_rebuild_while_other_tables_stream_and_a_reader_polls(stack: Settings, spark: Any) -> None:
+    """A reader of `main` never sees the table shrink while it is rebuilt: it sees the old table, then the
+    new one, never an empty or partial one. The rebuilt table's writer only inserts and updates, so the
+    source never has fewer rows than the 60,000 it started with, and neither may any read of `main`."""
     db = f"rb_{uuid.uuid4().hex[:8]}"
-    _preloaded(stack, db, "a", 60_000)
+    rows = 60_000
+    _preloaded(stack, db, "a", rows)
     create_tables(stack, db + "_other")
     bootstrap(stack, TableId(db, "a"))
     assert_oracle(stack, spark, db, ("a",))
     seen: list[int] = []
     stop = threading.Event()
+    reader_error: list[BaseException] = []
 
     def reader() -> None:
-        while not stop.is_set():
-            table = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a")))
-            seen.append(table.scan(selected_fields=("id",)).to_arrow().num_rows)
+        try:
+            while not stop.is_set():
+                table = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a")))
+                seen.append(table.scan(selected_fields=("id",)).to_arrow().num_rows)
+        except BaseException as exc:  # noqa: BLE001 - a failed read must fail the test, not end the polling quietly
+            reader_error.append(exc)
 
     poller = threading.Thread(target=reader, daemon=True)
-    with Writer(stack, db + "_other", seed=7), Writer(stack, db, seed=8, tables=("a",)):
+    with Writer(stack, db + "_other", seed=7), _GrowingWriter(stack, db, "a", rows + 1, seed=8) as growing:
         poller.start()
         time.sleep(1)
         report = bootstrap(stack, TableId(db, "a"), rebuild=True, chunk_rows=5_000)
-        time.sleep(1)
+        published = len(seen)
+        deadline = time.monotonic() + 60
+        while len(seen) < published + 2 and time.monotonic() < deadline and poller.is_alive():
+            time.sleep(0.1)  # at least one whole read after the publish
         stop.set()
         poller.join(timeout=60)
+    assert not reader_error, reader_error
+    assert growing.statements > 0
     assert report.rebuilt
     assert report.chunks >= 10  # many chunk commits happened while the reader polled
+    assert report.rows >= rows
     assert len(seen) >= 5
-    assert min(seen) >= 59_000, f"a reader saw the table empty or partial: {sorted(set(seen))[:5]}"
+    assert min(seen) >= rows, f"a reader saw fewer rows than the table ever had: {sorted(set(seen))[:5]}"
+    # nothing merges meanwhile: main holds the old table (60,000), then the rebuilt one, so no read is below an earlier one
+    assert all(a <= b for a, b in zip(seen, seen[1:], strict=False)), sorted(set(seen))[:5]
+    assert seen[-1] == report.rows, (seen[-3:], report.rows)  # the reader saw the rebuilt table too
     assert_oracle(stack, spark, db, ("a",))
     assert_oracle(stack, spark, db + "_other")
 
