@@ -70,6 +70,9 @@ class ConnectSettings(BaseModel):
     database_server_id: int = 5401
     include_databases: list[str] = Field(default_factory=list)
     exclude_databases: list[str] = Field(default_factory=list)
+    # the properties file on the Connect worker that holds `database.password` (read by Connect's
+    # FileConfigProvider); default: the local stack's, under CDC_HOME, written by `cdc` itself
+    secrets_file: Path | None = None
 
     @field_validator("topic_prefix")
     @classmethod
@@ -184,6 +187,11 @@ class Settings(BaseSettings):
         if value is not None:
             return value
         return SecretStr(local_secret(self.home, name))
+
+    def connector_secrets_file(self) -> Path:
+        if self.connect.secrets_file is not None:
+            return self.connect.secrets_file
+        return (self.home / "stack" / "connect" / "secrets" / "connector.properties").resolve()
 
     def admin_password(self) -> SecretStr:
         return self.secret(self.mariadb.admin_password, "mariadb-admin")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +15,6 @@ from typing import Any
 from cdc.config import Settings
 from cdc.errors import ConfigError, ServiceError
 from cdc.ingest.capture import MARKER_DB, included_databases
-from cdc.stack.services import Connect
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ def render(template: str, values: dict[str, str]) -> dict[str, str]:
             continue  # an empty include/exclude list means "not set"
         out[key] = value
     return out
+
+
+def write_secrets(settings: Settings) -> None:
+    """The connector's database password in a 0600 file that Connect's FileConfigProvider reads, never inline."""
+    path = settings.connector_secrets_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"database.password={settings.debezium_password().get_secret_value()}\n")
 
 
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
@@ -95,10 +105,10 @@ def apply(settings: Settings, timeout: float = 90.0) -> str:
     """
     from cdc.lake.catalog import captured_namespaces, open_catalog
 
-    connect = Connect(settings)
-    connect.write_secrets()
+    if settings.connect.secrets_file is None:
+        write_secrets(settings)  # the local stack's worker reads it from under CDC_HOME
     added = captured_namespaces(open_catalog(settings)) if settings.connect.include_databases else []
-    config = debezium_config(settings, connect.secrets_file(), added)
+    config = debezium_config(settings, settings.connector_secrets_file(), added)
     name = settings.connect.connector_name
     _request(f"{settings.connect.url}/connectors/{name}/config", "PUT", config)
     deadline = time.monotonic() + timeout
@@ -110,12 +120,12 @@ def apply(settings: Settings, timeout: float = 90.0) -> str:
         if connector == "FAILED" or failed:
             trace = (failed[0] if failed else status.get("connector", {})).get("trace", "")
             first = trace.strip().splitlines()[0] if trace else "no trace"
-            raise ServiceError(f"connector {name} failed to start: {first}", str(connect.files.log_file))
+            raise ServiceError(f"connector {name} failed to start: {first} (see the Connect worker's log)")
         if connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks):
             log.info("connector %s is running", name)
             return name
         time.sleep(1)
-    raise ServiceError(f"connector {name} did not reach RUNNING within {timeout:.0f} s", str(connect.files.log_file))
+    raise ServiceError(f"connector {name} did not reach RUNNING within {timeout:.0f} s (see the Connect worker's log)")
 
 
 def delete(settings: Settings) -> None:
@@ -181,6 +191,5 @@ def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
             return
         time.sleep(0.3)
     raise ServiceError(
-        f"Debezium did not capture up to GTID {target} within {timeout:.0f} s (committed: {have})",
-        str(Connect(settings).files.log_file),
+        f"Debezium did not capture up to GTID {target} within {timeout:.0f} s (committed: {have}; see the Connect worker's log)"
     )

@@ -7,9 +7,9 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from cdc import jvm
 from cdc.config import Settings
 from cdc.errors import ConfigError
-from cdc.stack import jars
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -48,7 +48,7 @@ def jdbc_catalog_conf(settings: Settings) -> dict[str, str]:
 
 
 def session_conf(settings: Settings) -> dict[str, str]:
-    jar_paths = ",".join(str(p) for p in jars.spark_jars(settings.cache))
+    jar_paths = ",".join(str(p) for p in jvm.spark_jars(settings.cache))
     return {
         "spark.master": settings.spark.master,
         "spark.driver.memory": settings.spark.driver_memory,

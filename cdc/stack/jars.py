@@ -14,33 +14,20 @@ import tarfile
 from pathlib import Path
 
 from cdc.errors import ServiceError
+from cdc.jvm import (  # re-exported: the local stack names them through here
+    DEBEZIUM_PLUGIN as DEBEZIUM_PLUGIN,
+    DEBEZIUM_VERSION as DEBEZIUM_VERSION,
+    ICEBERG_VERSION as ICEBERG_VERSION,
+    KAFKA_VERSION as KAFKA_VERSION,
+    kafka_dir as kafka_dir,
+    plugin_dir as plugin_dir,
+    spark_dir as spark_dir,
+    spark_jars as spark_jars,
+)
 
 log = logging.getLogger(__name__)
 
 MAVEN_DIR = Path(__file__).parent / "maven"
-KAFKA_VERSION = "4.1.1"
-DEBEZIUM_VERSION = "3.5.0.Final"
-ICEBERG_VERSION = "1.12.0"
-DEBEZIUM_PLUGIN = f"io.debezium:debezium-connector-mariadb:{DEBEZIUM_VERSION}:tar.gz:plugin"
-
-
-def kafka_dir(cache: Path) -> Path:
-    return cache / "jars" / f"kafka-{KAFKA_VERSION}"
-
-
-def spark_dir(cache: Path) -> Path:
-    return cache / "jars" / f"spark-iceberg-{ICEBERG_VERSION}"
-
-
-def plugin_dir(cache: Path) -> Path:
-    return cache / "plugins" / f"debezium-{DEBEZIUM_VERSION}"
-
-
-def spark_jars(cache: Path) -> list[Path]:
-    folder = spark_dir(cache)
-    if not (folder / ".complete").exists():
-        raise ServiceError(f"Spark/Iceberg jars are missing in {folder}: run `make setup` or `cdc stack install`")
-    return sorted(folder.glob("*.jar"))
 
 
 def require_tool(name: str, hint: str) -> str:

@@ -259,17 +259,10 @@ class Connect:
             return "?"
         return str(info.get("version", "?")) if isinstance(info, dict) else "?"
 
-    def secrets_file(self) -> Path:
-        return self.folder / "secrets" / "connector.properties"
-
     def write_secrets(self) -> None:
-        """Connector secrets live in a 0600 file read by Connect's FileConfigProvider, never inline."""
-        path = self.secrets_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"database.password={self.settings.debezium_password().get_secret_value()}\n")
+        from cdc.connectors import write_secrets
+
+        write_secrets(self.settings)
 
     def up(self) -> bool:
         if read_pid(self.files) is not None:
