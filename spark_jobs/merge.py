@@ -7,6 +7,10 @@ Only needs PySpark and an Iceberg catalog configured in the session (spark.sql.c
 Exactly-once: every base commit records, in its snapshot summary, the changelog snapshot it
 folded in; the next run reads only changelog snapshots after it (an incremental read of appends).
 Changes apply only when newer than the row's `_seq`, so a re-run or a replayed change is a no-op.
+
+Fault injection (the fault suite): `CDC_FAULT_POINT=<point>` SIGKILLs the driver at one of the
+points below, with the Spark JVM when the driver leads its process group (`cdc merge` started by the
+tests does). The hook is a few lines of os/signal on purpose: spark-submit ships no `cdc` package.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -35,6 +43,53 @@ from cdc.lake.contract import (  # dependency-free: ship it with --py-files
 
 log = logging.getLogger("spark_jobs.merge")
 
+FAULT_POINT_ENV = "CDC_FAULT_POINT"
+AFTER_FLOOR = "merge-after-floor"  # the truncate floor property is committed, its DELETE has not run
+AFTER_TOMBSTONES = "merge-after-tombstones"  # tombstones committed, the base MERGE not started
+IN_MERGE = "merge-in-merge"  # a Spark job of the base MERGE is running; the MERGE has not committed
+
+
+def _fault_armed(point: str) -> bool:
+    return os.environ.get(FAULT_POINT_ENV) == point
+
+
+def _die(point: str, why: str) -> None:
+    """SIGKILL this driver, and its process group (the Spark JVM) when it leads one."""
+    print(f"fault point {point}: SIGKILL {why}", file=sys.stderr, flush=True)
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fault(point: str) -> None:
+    if _fault_armed(point):
+        _die(point, "(driver and JVM)")
+
+
+class _KillInMerge:
+    """Armed with IN_MERGE: kills the process group as soon as a Spark job of the statement runs."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        if _fault_armed(IN_MERGE):
+            self._thread = threading.Thread(target=self._watch, args=(spark.sparkContext.statusTracker(),), daemon=True)
+
+    def _watch(self, tracker: Any) -> None:
+        while not self._done.is_set():
+            running = tracker.getActiveJobsIds()
+            if running and not self._done.is_set():  # the MERGE commits only after its jobs end
+                _die(IN_MERGE, f"while Spark job(s) {running} of the MERGE run (not committed)")
+            time.sleep(0.005)
+
+    def __enter__(self) -> None:
+        if self._thread is not None:
+            self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 @dataclass
@@ -97,15 +152,18 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     changes.createOrReplaceTempView(SOURCE_VIEW)
     base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (q.SEQ, q.SOURCE_TS)]
     plan = q.MergePlan(base, tombstones, SOURCE_VIEW, key, tuple(base_cols))
-    floor = _truncate_floor(spark, base, db, table)
+    floor = _truncate_floor(spark, base, f"{db}.{table}")
     latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
     try:
         n_changes = latest.count()
         latest.createOrReplaceTempView(q.LATEST_VIEW)
         spark.sql(q.tombstones_sql(plan))
+        _fault(AFTER_TOMBSTONES)
         spark.conf.set(conf_key, str(upto))
-        spark.sql(q.merge_sql(plan))
+        log.info("merge %s.%s: MERGE started (changelog snapshot %s)", db, table, upto)
+        with _KillInMerge(spark):
+            spark.sql(q.merge_sql(plan))
         if _merged_upto(spark, base) != upto:
             # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
             spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
@@ -122,16 +180,24 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     return result
 
 
-def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], db: str, table: str) -> int | None:
-    """The newest truncate's position: persisted on the table, raised by a truncate in this slice."""
+def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> int | None:
+    """The newest truncate's position: persisted on the table, raised by a truncate in this slice.
+
+    While a floor stands, every run deletes the base rows below it (one pruned probe when there are
+    none): a run killed between recording the floor and its DELETE leaves them, and the next run
+    finds the floor already recorded, so "delete when the floor rises" would never remove them.
+    """
     recorded = _table_property(spark, base, TRUNCATED_BEFORE)
     floor = int(recorded) if recorded else None
     truncated = spark.sql(q.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
     if truncated is not None and (floor is None or int(truncated) > floor):
         floor = int(truncated)
-        log.info("%s.%s: truncate at _seq %d", db, table, floor)
-        spark.sql(f"ALTER TABLE {q.qualified(*base)} SET TBLPROPERTIES ('{TRUNCATED_BEFORE}' = '{floor}')")
+        spark.sql(q.set_property_sql(base, TRUNCATED_BEFORE, str(floor)))
+        log.info("merge %s: truncate floor recorded at _seq %d", name, floor)
+        _fault(AFTER_FLOOR)
+    if floor is not None and spark.sql(q.below_floor_sql(base, floor)).collect():
         spark.sql(q.truncate_sql(base, floor))
+        log.info("merge %s: deleted the rows below the truncate floor %d", name, floor)
     return floor
 
 

@@ -122,6 +122,16 @@ def truncate_sql(target: Sequence[str], seq: int) -> str:
     return f"DELETE FROM {qualified(*target)} WHERE {quote(SEQ)} < {int(seq)}"
 
 
+def below_floor_sql(target: Sequence[str], seq: int) -> str:
+    """One row when some row's last change is older than a truncate at `seq` (files pruned by `_seq` bounds)."""
+    return f"SELECT 1 FROM {qualified(*target)} WHERE {quote(SEQ)} < {int(seq)} LIMIT 1"
+
+
+def set_property_sql(target: Sequence[str], prop: str, value: str) -> str:
+    """Set one table property (one metadata commit, no snapshot)."""
+    return f"ALTER TABLE {qualified(*target)} SET TBLPROPERTIES ({_literal(prop)} = {_literal(value)})"
+
+
 def merged_upto_sql(target: Sequence[str], prop: str) -> str:
     """The changelog snapshot the newest merge of this base table recorded (walks current ancestry)."""
     snaps = qualified(*target, "snapshots")

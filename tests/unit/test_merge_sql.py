@@ -9,11 +9,13 @@ import pytest
 from spark_jobs.merge_sql import (
     IdentifierError,
     MergePlan,
+    below_floor_sql,
     expire_tombstones_sql,
     latest_changes_sql,
     merge_sql,
     merged_upto_sql,
     quote,
+    set_property_sql,
     tombstones_sql,
     truncate_seq_sql,
     truncate_sql,
@@ -175,6 +177,23 @@ def test_truncate_sql() -> None:
 def test_truncate_sql_takes_only_an_integer_position() -> None:
     with pytest.raises(ValueError, match="invalid literal"):
         truncate_sql(TARGET, "1 OR 1=1")  # type: ignore[arg-type]
+
+
+def test_below_floor_sql_probes_for_one_row_under_the_floor() -> None:
+    assert below_floor_sql(TARGET, 10**37 + 5) == (
+        "SELECT 1 FROM `lake`.`probe`.`t` WHERE `_seq` < 10000000000000000000000000000000000005 LIMIT 1"
+    )
+    with pytest.raises(ValueError, match="invalid literal"):
+        below_floor_sql(TARGET, "1 OR 1=1")  # type: ignore[arg-type]
+
+
+def test_set_property_sql_escapes_both_literals() -> None:
+    assert set_property_sql(TARGET, "cdc.truncated-before-seq", "42") == (
+        "ALTER TABLE `lake`.`probe`.`t` SET TBLPROPERTIES ('cdc.truncated-before-seq' = '42')"
+    )
+    assert set_property_sql(TARGET, "k", "it's \\x").endswith("('k' = 'it\\'s \\\\x')")
+    with pytest.raises(IdentifierError, match="control characters"):
+        set_property_sql(TARGET, "k", "a\nb")
 
 
 def test_truncate_seq_sql() -> None:
