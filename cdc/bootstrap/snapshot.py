@@ -34,7 +34,12 @@ from cdc.config import Settings, TableOverride
 from cdc.errors import ConfigError, ServiceError
 from cdc.events.model import ColumnType, Kind, TableId
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
+from cdc.ingest.capture import CaptureRules, unsupported_name
+from cdc.ingest.landing import anchor_bootstrap
+from cdc.ingest.watermarks import watermarks
 from cdc.lake import catalog as lake
+from cdc.lake.contract import reserved_name
+from cdc.retry import RetryPolicy
 from cdc.source import connect, quote_ident
 
 log = logging.getLogger(__name__)
@@ -114,6 +119,13 @@ def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: boo
         check_binlog(variables, int(row[0] or 0) if row else 0)
     finally:
         conn.close()
+    reason = unsupported_name(table)
+    if reason:
+        raise ConfigError(f"{table} cannot be landed: {reason}")
+    clash = [c.name for c in columns if reserved_name(c.name)]
+    if clash:
+        raise ConfigError(f"{table}: source columns {clash} collide with the lake's own column names (`_op`, `_seq`, "
+                          "`_source_ts`, `_ingested_at`, `_kafka_*`, `_cdc_*`, in any letter case): rename them at the source")
     base_exists = catalog.table_exists(lake.base_name(table))
     populated = base_exists and catalog.load_table(lake.base_name(table)).current_snapshot() is not None
     if rebuild and not base_exists:
@@ -241,6 +253,10 @@ def bootstrap(
         settings.tables[str(table)] = TableOverride(buckets=buckets)
     changelog = lake.ensure_tables(catalog, settings, table, schema)
     landed_before = changelog.current_snapshot()
+    # the seam in Kafka: every message at or after these offsets was written after the snapshot's
+    # position or is older than it (and loses to the snapshot rows); read before the snapshot is taken
+    rules = CaptureRules.from_settings(settings)
+    anchor = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
     base = catalog.load_table(lake.base_name(table))
     arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in base.schema().as_arrow()])
     lake_names = [f.name for f in base.schema().fields]
@@ -296,6 +312,8 @@ def bootstrap(
     finally:
         conn.close()
     _publish(catalog, table, branch, properties, rows_done)
+    high_now = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
+    anchor_bootstrap(catalog, rules, table, anchor, high_now, RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
 

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -192,14 +192,16 @@ class Ingestor:
             self.consumer.close()
         return self.report
 
-    def drain(self, timeout: float = 600.0) -> IngestReport:
-        """Consume every captured topic up to the end offsets seen now, commit, and return.
+    def drain(self, timeout: float = 600.0, tables: Collection[TableId] | None = None) -> IngestReport:
+        """Consume every captured topic (or those of `tables`) up to the end offsets seen now, commit, return.
 
         Partitions of halted tables are left where they are (`report.halted` names the tables).
         """
         metadata = self.consumer.list_topics(timeout=10)
+        wanted = None if tables is None else {self.rules.topic(t) for t in tables}
         parts = [(topic, p) for topic, meta in sorted(metadata.topics.items())
-                 if self.rules.is_data_topic(topic) and meta.error is None for p in sorted(meta.partitions)]
+                 if self.rules.is_data_topic(topic) and meta.error is None and (wanted is None or topic in wanted)
+                 for p in sorted(meta.partitions)]
         starts = self.plan(parts)
         ends: dict[Part, int] = {}
         assignment: list[TopicPartition] = []

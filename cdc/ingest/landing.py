@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from cdc import faults
@@ -42,6 +43,9 @@ T = TypeVar("T")
 
 REBUILD = "cdc bootstrap {table} --rebuild"
 BOOTSTRAP = "cdc bootstrap {table}"
+# `--rebuild` keeps the lake's column types, so a type change needs the lake copy made anew
+RETYPE = ("drop the lake tables {table}, {table}_changelog and {table}_tombstones (the lake copy must take the new "
+          "types) and run `cdc bootstrap {table}`")
 
 
 class TableCannotLand(CdcError):
@@ -80,7 +84,8 @@ class ChangelogSink:
     def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
         with table.transaction() as tx:
             tx.append(rows, snapshot_properties={OFFSETS: off.encode(offsets)})
-            faults.point(faults.AFTER_WRITE)  # files are written; the catalog does not know them yet
+            if rows.num_rows:
+                faults.point(faults.AFTER_WRITE)  # data files are written; the catalog does not know them yet
 
 
 class DeadLetterSink:
@@ -116,7 +121,8 @@ class Lander:
         already = self._call("read table states", lambda: state.halted_tables(self.catalog))
         prepared: list[Prepared] = []
         for table, changes in sorted(batch.tables.items(), key=lambda kv: (kv[0].db, kv[0].table)):
-            if table in already:
+            if table in already:  # halted earlier (or by another consumer meanwhile)
+                outcome.halted[table] = already[table]
                 outcome.held_topics.add(changes.topic)
                 continue
             try:
@@ -181,7 +187,8 @@ class Lander:
                  failures: list[DecodeFailure], outcome: Outcome, anchors: dict[int, int]) -> Prepared | None:
         reason = unsupported_name(table)
         if reason:
-            raise TableCannotLand(f"{reason}; it cannot be landed", "rename it at the source, or exclude it from capture")
+            raise TableCannotLand(f"{reason}; it cannot be landed",
+                                  f"rename it at the source and run `{BOOTSTRAP.format(table=table)}`, or exclude it from capture")
         events, topic = changes.events, changes.topic
         name = lake.changelog_name(table)
         exists = self._call(f"{table}: load", lambda: self.catalog.table_exists(name))
@@ -236,15 +243,22 @@ class Lander:
             target = changelog if is_changelog else self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
             wanted = lake_schema.iceberg_schema(lake_schema.lake_columns(source, changelog=is_changelog))
             current = {f.name: f.field_type for f in target.schema().fields}
-            if all(current.get(f.name) == f.field_type for f in wanted.fields):
+            refused = [f"{f.name} {current[f.name]} -> {f.field_type}" for f in wanted.fields if f.name in current
+                       and not (lake_schema.fits(current[f.name], f.field_type) or lake_schema.widens(current[f.name], f.field_type))]
+            if refused:
+                raise TableCannotLand(f"a schema change the lake cannot take in place: {', '.join(refused)}",
+                                      RETYPE.format(table=table))
+            # new columns and widenings; a narrower source type keeps the wider lake column
+            changes = [f for f in wanted.fields if f.name not in current or lake_schema.widens(current[f.name], f.field_type)]
+            if not changes:
                 continue
             try:
                 with target.update_schema() as update:
-                    update.union_by_name(wanted)
+                    update.union_by_name(Schema(*changes))
             except Exception as exc:
                 if error_kind(exc) != "terminal":
                     raise
-                raise TableCannotLand(f"a schema change the lake cannot take: {exc}", REBUILD.format(table=table)) from exc
+                raise TableCannotLand(f"a schema change the lake cannot take: {exc}", RETYPE.format(table=table)) from exc
             log.info("%s: evolved the schema of %s", table, ".".join(ident))
             if is_changelog:
                 changelog = self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
@@ -281,13 +295,32 @@ class Lander:
         outcome.held_topics.add(topic)
 
 
+def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anchor: dict[int, int],
+                     high_now: dict[int, int], policy: RetryPolicy) -> None:
+    """After a bootstrap published its snapshot: record in the changelog where streaming takes over
+    (`offsets.reanchor`), and clear a halt. A rebuild after a recreated topic moves the offsets back."""
+    topic = rules.topic(table)
+    sink = ChangelogSink(catalog, table)
+
+    def attempt() -> None:
+        changelog = sink.load()
+        landed = landed_offsets(changelog)
+        moved = {**landed, topic: off.reanchor(landed.get(topic, {}), anchor, high_now)}
+        if moved != landed or changelog.current_snapshot() is None:
+            sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(), moved)
+            log.info("%s: streaming takes over at %s", table, off.encode({topic: moved[topic]}))
+
+    retrying(f"{table}: anchor the bootstrap", policy, attempt)
+    retrying(f"{table}: clear the halt", policy, lambda: state.clear_halt(catalog, table))
+
+
 def _refuse_reserved(table: TableId, schema: TableSchema) -> None:
     clash = [c for c in schema.names if reserved_name(c)]
     if clash:
         raise TableCannotLand(
             f"source columns {clash} collide with the lake's own column names (`_op`, `_seq`, `_source_ts`, `_ingested_at`, "
             "`_kafka_*` and anything starting with `_cdc_`, in any letter case)",
-            "rename the columns at the source or exclude the table from capture, then run " + REBUILD.format(table=table))
+            f"rename the columns at the source (or exclude the table from capture), then run `{BOOTSTRAP.format(table=table)}`")
 
 
 def _first_offsets(events: list[ChangeEvent]) -> dict[int, int]:

@@ -107,3 +107,18 @@ def resume(changelogs: Sequence[int | None], dead_letters: int | None, low: int,
         return Halt(f"the next offset to land is {start} but the partition now starts at {low}: messages were deleted "
                     "(retention) before they were landed")
     return Start(start, unanchored=not vouched)
+
+
+def reanchor(recorded: Mapping[int, int], anchor: Mapping[int, int], high_now: Mapping[int, int]) -> dict[int, int]:
+    """The offsets a bootstrap records for its table's topic, per partition.
+
+    `anchor`: each partition's end offset read before the snapshot was taken, so every message at or
+    after it was written after the snapshot's position or is older (and loses to the snapshot rows in
+    the merge). A landed offset past it stays (a consumer went on meanwhile); nothing recorded, or an
+    offset past the partition's end (the topic was deleted and recreated), is replaced by the anchor.
+    """
+    out = dict(recorded)
+    for p, a in anchor.items():
+        r = recorded.get(p)
+        out[p] = a if r is None or r > high_now.get(p, a) else max(r, a)
+    return out

@@ -130,6 +130,23 @@ def tombstone_columns(source: TableSchema) -> list[Column]:
     return [Column(k, by_name[k].type, True) for k in source.key] + _meta_columns(changelog=False)
 
 
+def widens(old: IcebergType, new: IcebergType) -> bool:
+    """Pure: `new` is a promotion of `old` the Iceberg spec allows (int->long, float->double, decimal
+    precision up at the same scale). pyiceberg 0.12 lets a decimal scale change through: not here."""
+    if isinstance(old, IntegerType):
+        return isinstance(new, LongType)
+    if isinstance(old, FloatType):
+        return isinstance(new, DoubleType)
+    if isinstance(old, DecimalType) and isinstance(new, DecimalType):
+        return new.scale == old.scale and new.precision > old.precision
+    return False
+
+
+def fits(old: IcebergType, new: IcebergType) -> bool:
+    """Pure: values of type `new` fit a lake column of type `old` as they are (equal, or narrower)."""
+    return old == new or widens(new, old)
+
+
 def iceberg_schema(columns: list[Column]) -> Schema:
     fields = [
         NestedField(field_id=i, name=c.name, field_type=iceberg_type(c.type), required=False)

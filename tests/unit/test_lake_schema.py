@@ -217,3 +217,20 @@ def test_to_arrow_refuses_a_value_that_does_not_fit_its_column() -> None:
     too_precise = dataclasses.replace(CREATE, values={"id": 3, "d": Decimal("1.234")})  # DECIMAL(10,2)
     with pytest.raises(pa.ArrowInvalid):
         to_arrow([too_precise], target, INGESTED)
+
+
+def test_widenings_and_what_fits() -> None:
+    from pyiceberg.types import DecimalType, DoubleType, FloatType, IntegerType, LongType, StringType
+
+    from cdc.lake.schema import fits, widens
+
+    assert widens(IntegerType(), LongType())
+    assert widens(FloatType(), DoubleType())
+    assert widens(DecimalType(10, 2), DecimalType(12, 2))
+    assert not widens(DecimalType(10, 2), DecimalType(12, 3))  # a scale change is not a promotion
+    assert not widens(LongType(), DecimalType(20, 0))  # INT UNSIGNED -> BIGINT UNSIGNED
+    assert not widens(StringType(), LongType())
+    assert fits(LongType(), IntegerType())
+    assert fits(DecimalType(12, 2), DecimalType(10, 2))
+    assert not fits(DecimalType(12, 2), DecimalType(12, 3))
+    assert not fits(IntegerType(), LongType())

@@ -149,3 +149,17 @@ def test_every_offset_lands_exactly_once_under_crashes_at_any_point(
     for name, sink in lake.tables.items():
         assert all(partitions[p][o] == name for p, o in sink.rows)
     assert all(partitions[p][o] == "bad" for p, o in lake.dlq.rows)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "anchor", "high_now", "expected"),
+    [
+        ({}, {0: 40}, {0: 45}, {0: 40}),  # a new table: streaming takes over at the anchor
+        ({0: 10}, {0: 40}, {0: 45}, {0: 40}),  # what lies between was before the snapshot: skipped
+        ({0: 44}, {0: 40}, {0: 45}, {0: 44}),  # a consumer landed past the anchor meanwhile: kept
+        ({0: 900}, {0: 3}, {0: 5}, {0: 3}),  # the topic was recreated: back to the new topic's anchor
+        ({0: 10, 1: 7}, {0: 40}, {0: 45}, {0: 40, 1: 7}),
+    ],
+)
+def test_reanchor(recorded: dict[int, int], anchor: dict[int, int], high_now: dict[int, int], expected: dict[int, int]) -> None:
+    assert off.reanchor(recorded, anchor, high_now) == expected

@@ -1,0 +1,388 @@
+"""Issue 8 on the real stack: a fault between every two commits of a flush, one table halting alone,
+data errors that are not retried, a table added while the consumer runs, unusual table names.
+
+Every database here is named `a0_…` so its tables sort first in a flush (the fault points count
+commits in table-name order, and other tests' leftovers may share the flush)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from cdc.cli import main
+from cdc.config import Settings
+from cdc.events.model import TableId
+from cdc.ingest import dlq
+from cdc.ingest.capture import CaptureRules
+from cdc.ingest.consumer import Ingestor
+from cdc.lake import catalog as lake, state
+from cdc.source import connect, quote_ident
+from cdc.verify import compare_table
+from spark_jobs.merge import merge_table
+from tests.e2e.faults_support import assert_oracle, cdc_process, create_tables, wait_captured, write_some
+
+pytestmark = pytest.mark.e2e
+ONE_FLUSH = {"CDC_INGEST__FLUSH_ROWS": "10000000", "CDC_INGEST__FLUSH_BYTES": str(2**30), "CDC_INGEST__FLUSH_SECONDS": "3600"}
+
+
+def _db() -> str:
+    return f"a0_{uuid.uuid4().hex[:8]}"
+
+
+def _execute(settings: Settings, *statements: str) -> None:
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        for s in statements:
+            cur.execute(s)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _messages(settings: Settings, topic: str) -> dict[int, tuple[bytes | None, bytes | None]]:
+    """Every message of partition 0 of `topic`: offset -> (key, value)."""
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"probe-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, low)])
+        out: dict[int, tuple[bytes | None, bytes | None]] = {}
+        while len(out) < high - low:
+            for m in consumer.consume(1000, timeout=5):
+                if m.error() is None:
+                    out[int(m.offset() or 0)] = (m.key(), m.value())
+        return out
+    finally:
+        consumer.close()
+
+
+def _produce(settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = Producer(settings.kafka.client_config())
+    for key, value in items:
+        producer.produce(topic, value=value, key=key)
+    assert producer.flush(30) == 0
+
+
+def _forget(settings: Settings, tables: list[TableId]) -> None:
+    """Leave nothing halted for the suite's later drains: the halt, the topic (else the next drain halts the
+    table again), the source database."""
+    from confluent_kafka.admin import AdminClient
+
+    catalog = lake.open_catalog(settings)
+    rules = CaptureRules(settings.connect.topic_prefix)
+    admin = AdminClient(settings.kafka.client_config())
+    topics = sorted({rules.topic(t) for t in tables} & set(admin.list_topics(timeout=10).topics))
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result()
+    for t in tables:
+        state.clear_halt(catalog, t)
+    _execute(settings, *(f"DROP DATABASE IF EXISTS {quote_ident(db)}" for db in sorted({t.db for t in tables})))
+
+
+def _landed_offsets(settings: Settings, table: TableId) -> list[int]:
+    catalog = lake.open_catalog(settings)
+    if not catalog.table_exists(lake.changelog_name(table)):
+        return []
+    got = catalog.load_table(lake.changelog_name(table)).scan(selected_fields=("_kafka_offset",)).to_arrow()
+    return [int(o) for o in got.column("_kafka_offset").to_pylist()]
+
+
+def _dead_offsets(settings: Settings, topic: str) -> list[int]:
+    return [int(str(r["offset"])) for r in dlq.rows(lake.open_catalog(settings)) if r["topic"] == topic]
+
+
+def assert_every_offset_once(settings: Settings, tables: list[TableId]) -> None:
+    """Every message of the tables' topics that is not a tombstone is in the changelog ∪ the DLQ, once."""
+    rules = CaptureRules(settings.connect.topic_prefix)
+    for topic in sorted({rules.topic(t) for t in tables}):
+        messages = _messages(settings, topic)
+        landed = [o for t in tables if rules.topic(t) == topic for o in _landed_offsets(settings, t)]
+        landed += _dead_offsets(settings, topic)
+        counts = Counter(landed)
+        assert [o for o, n in counts.items() if n > 1] == [], f"{topic}: landed twice"
+        expected = {o for o, (_, v) in messages.items() if v}
+        assert set(counts) == expected, f"{topic}: missing {sorted(expected - set(counts))[:5]}, extra {sorted(set(counts) - expected)[:5]}"
+
+
+# ---- a fault between every two commits of one flush -------------------------------------------------
+
+WINDOWS = ["before-dead-letters", "after-dead-letters", "after-write", "after-table", "after-commit"]
+
+
+@pytest.mark.parametrize("point", WINDOWS)
+def test_a_fault_between_any_two_commits_loses_and_duplicates_nothing(stack: Settings, spark: Any, point: str) -> None:
+    """Issue 8 defect 1: a flush of two tables and two undecodable messages, the consumer killed at each
+    point between its commits; after a restart every offset is once in changelog ∪ dead letters."""
+    db = _db()
+    Ingestor(stack, lake.open_catalog(stack)).drain()  # what the suite left unlanded: the flush below is ours
+    create_tables(stack, db, ("a", "b"))
+    tables = [TableId(db, "a"), TableId(db, "b")]
+    topic_a = CaptureRules(stack.connect.topic_prefix).topic(tables[0])
+    write_some(stack, db, random.Random(1), 15, ("a", "b"))
+    wait_captured(stack)
+    _produce(stack, topic_a, [(None, b"{not json"), (b"{}", b'{"schema": 1, "payload": 2}')])
+    write_some(stack, db, random.Random(2), 15, ("a", "b"))
+    wait_captured(stack)
+    bad = [o for o, (_, v) in _messages(stack, topic_a).items() if v in (b"{not json", b'{"schema": 1, "payload": 2}')]
+    proc = cdc_process(["ingest", "--until-caught-up"], CDC_FAULT_POINT=point, **ONE_FLUSH)
+    out = proc.communicate(timeout=600)[0].decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, out[-3000:]
+    # the kill hit the window it names
+    dead, in_a, in_b = _dead_offsets(stack, topic_a), _landed_offsets(stack, tables[0]), _landed_offsets(stack, tables[1])
+    if point == "before-dead-letters":
+        assert (dead, in_a, in_b) == ([], [], [])
+        assert lake.open_catalog(stack).table_exists(lake.changelog_name(tables[0]))  # created and anchored first
+    elif point in ("after-dead-letters", "after-write"):
+        assert (sorted(dead), in_a, in_b) == (sorted(bad), [], [])
+    elif point == "after-table":
+        assert sorted(dead) == sorted(bad)
+        assert in_a
+        assert in_b == []
+    else:
+        assert sorted(dead) == sorted(bad)
+        assert in_a
+        assert in_b
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert_every_offset_once(stack, tables)
+    assert_oracle(stack, spark, db, ("a", "b"))
+
+
+# ---- one table's trouble halts that table alone -------------------------------------------------------
+
+
+def _status(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status"])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 8 defects 2 and 3: a column named like a lake column, a truncate as a table's first event, a
+    schema change Iceberg cannot take, and a value that does not fit its column. Only the tables concerned
+    stop (halted, in the lake and in `cdc status`); every other table lands and equals its source."""
+    db = _db()
+    q = quote_ident(db)
+    create_tables(stack, db, ("ok", "trunc", "narrowing"))
+    _execute(stack, f"CREATE TABLE {q}.clash (id INT PRIMARY KEY, `_op` VARCHAR(5), `_SEQ` INT)",
+             f"ALTER TABLE {q}.narrowing MODIFY note VARCHAR(40) NULL", f"TRUNCATE TABLE {q}.trunc",
+             f"INSERT INTO {q}.clash VALUES (1, 'x', 2)")
+    write_some(stack, db, random.Random(3), 30, ("ok", "trunc", "narrowing"))
+    wait_captured(stack)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    clash = TableId(db, "clash")
+    assert set(report.halted) >= {str(clash)}
+    assert "collide with the lake's own column names" in report.halted[str(clash)]
+    assert str(TableId(db, "trunc")) not in report.halted  # a truncate first does not stop the table
+    assert _landed_offsets(stack, TableId(db, "trunc"))
+    # a schema change the lake cannot take (string -> number), and a value that does not fit its column
+    _execute(stack, f"UPDATE {q}.narrowing SET note = '7'", f"ALTER TABLE {q}.narrowing MODIFY note INT NULL",
+             f"INSERT INTO {q}.narrowing VALUES (5001, 1, 1.5, 8)")
+    write_some(stack, db, random.Random(4), 20, ("ok",))
+    wait_captured(stack)
+    topic_ok = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "ok"))
+    key, value = next((k, v) for _, (k, v) in sorted(_messages(stack, topic_ok).items(), reverse=True) if v)
+    doc = json.loads(value or b"")
+    image = doc["payload"]["after"] or doc["payload"]["before"]
+    image["amount"] = base64.b64encode((10**15).to_bytes(8, "big", signed=True)).decode()  # 16 digits in DECIMAL(12,3)
+    doc["payload"].update(op="c", after=image, before=None)
+    _produce(stack, topic_ok, [(key, json.dumps(doc).encode())])
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    narrowing = TableId(db, "narrowing")
+    assert "cannot take in place: note string -> int" in report.halted[str(narrowing)]
+    misfit = [r for r in dlq.rows(lake.open_catalog(stack)) if r["topic"] == topic_ok]
+    assert [r["error_class"] for r in misfit] == ["ValueDoesNotFit"]
+    halted = state.halted_tables(lake.open_catalog(stack))
+    assert {clash, narrowing} <= set(halted)
+    assert "bootstrap" in halted[narrowing].remedy
+    # the others land and merge; a restart keeps the halted ones halted and the others going
+    write_some(stack, db, random.Random(5), 10, ("ok", "trunc"))
+    wait_captured(stack)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert {str(clash), str(narrowing)} <= set(report.halted)
+    for t in ("ok", "trunc"):
+        merge_table(spark, stack.catalog.name, db, t)
+        result = compare_table(stack, lake.open_catalog(stack), TableId(db, t))
+        assert result.equal, (t, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+    code, text = _status(capsys)
+    assert code == 1
+    assert f"halted: {clash}" in text
+    assert f"halted: {narrowing}" in text
+    assert "remedy: cdc bootstrap" in text
+    _forget(stack, [clash, narrowing])
+
+
+# ---- a table added to capture while the consumer runs --------------------------------------------------
+
+
+def test_a_table_added_to_capture_while_running_lands(stack: Settings) -> None:
+    """Issue 8 defect 4: the consumer read its capture rules before `cdc bootstrap` added a database;
+    that database's changes land, none is dead-lettered as outside the capture rules."""
+    first, added = _db(), _db()
+    create_tables(stack, first, ("a",))
+    create_tables(stack, added, ("a",))
+    wait_captured(stack)
+    narrow = stack.model_copy(deep=True)
+    narrow.connect.include_databases = [first]
+    catalog = lake.open_catalog(narrow)
+    running = Ingestor(narrow, catalog)  # its rules: `first` and the marker only
+    assert not running.rules.captured(TableId(added, "a"))
+    lake.mark_captured(catalog, added)  # what `cdc bootstrap added.a` does before extending the connector
+    write_some(stack, added, random.Random(6), 10, ("a",))
+    write_some(stack, first, random.Random(7), 10, ("a",))
+    wait_captured(stack)
+    report = running.drain(tables=[TableId(first, "a"), TableId(added, "a")])
+    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(added, "a"))
+    assert _dead_offsets(stack, topic) == []
+    assert report.tables[str(TableId(added, "a"))].changes > 0  # landed by this consumer, not dead-lettered
+    catalog.update_namespace_properties(added, removals={"cdc.capture"})
+
+
+# ---- unusual names -----------------------------------------------------------------------------------
+
+
+def test_unusual_table_names_land_or_are_refused_by_name(stack: Settings, spark: Any) -> None:
+    """Issue 8 defect 7: `a b` and `a_b` share a topic, `größe 日本` is sanitised, `my.table` adds a topic
+    part, a database with a dot cannot be an Iceberg namespace: each lands under its exact name or is
+    halted with the reason; nothing is skipped silently."""
+    db = _db()
+    dotted = f"{db}.x"
+    names = ["a b", "a_b", "größe 日本", "my.table"]  # MariaDB names take no 4-byte UTF-8
+    q = quote_ident(db)
+    _execute(stack, f"CREATE DATABASE {q}", f"CREATE DATABASE {quote_ident(dotted)}",
+             f"CREATE TABLE {quote_ident(dotted)}.t (id INT PRIMARY KEY, n INT)",
+             f"INSERT INTO {quote_ident(dotted)}.t VALUES (1, 1)",
+             *(f"CREATE TABLE {q}.{quote_ident(n)} (id INT PRIMARY KEY, n INT NOT NULL, note VARCHAR(20))" for n in names))
+    rng = random.Random(8)
+    for i in range(1, 60):
+        name = quote_ident(rng.choice(names))
+        _execute(stack, f"INSERT INTO {q}.{name} VALUES ({i}, {i}, 'x') ON DUPLICATE KEY UPDATE n = n + 1",
+                 f"DELETE FROM {q}.{name} WHERE id = {rng.randint(1, i)}")
+    wait_captured(stack)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert "nested namespace" in report.halted[str(TableId(dotted, "t"))]
+    for n in names:
+        table = TableId(db, n)
+        assert _landed_offsets(stack, table), f"{table} was not landed"
+        merge_table(spark, stack.catalog.name, db, n)
+        result = compare_table(stack, lake.open_catalog(stack), table)
+        assert result.equal, (n, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+    assert_every_offset_once(stack, [TableId(db, n) for n in names])
+    _forget(stack, [TableId(dotted, "t")])
+
+
+# ---- the seam and the remedies: trimmed and recreated topics ------------------------------------------
+
+
+def _trim(settings: Settings, topic: str, before: int) -> None:
+    """What retention does: delete the messages of partition 0 below `before`."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.delete_records([TopicPartition(topic, 0, before)], operation_timeout=30).values():
+        future.result()
+
+
+def _high(settings: Settings, topic: str) -> int:
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"probe-{uuid.uuid4().hex}"})
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
+    finally:
+        consumer.close()
+
+
+def _equal(settings: Settings, spark: Any, table: TableId) -> None:
+    merge_table(spark, settings.catalog.name, table.db, table.table)
+    result = compare_table(settings, lake.open_catalog(settings), table)
+    assert result.equal, (str(table), result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+
+
+def test_messages_deleted_before_landing_halt_the_table_never_a_silent_gap(stack: Settings, spark: Any) -> None:
+    """Issue 8 defect 5: a bootstrap records in the changelog the Kafka offsets of its snapshot; when
+    retention deletes changes after it before they land, the table halts with the reason (never a silent
+    start at the topic's new beginning), and `cdc bootstrap --rebuild` brings it back. A table never landed
+    whose topic no longer starts at 0 halts too, instead of landing only what is left."""
+    from cdc.bootstrap.snapshot import bootstrap
+
+    db = _db()
+    create_tables(stack, db, ("a", "fresh"))
+    rules = CaptureRules(stack.connect.topic_prefix)
+    a, fresh = TableId(db, "a"), TableId(db, "fresh")
+    write_some(stack, db, random.Random(9), 20, ("a", "fresh"))
+    wait_captured(stack)
+    bootstrap(stack, a, chunk_rows=1000)
+    anchored = _landed_offsets(stack, a)  # nothing landed yet, but the offsets are recorded
+    assert anchored == []
+    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))
+    assert recorded[rules.topic(a)][0] == _high(stack, rules.topic(a))
+    write_some(stack, db, random.Random(10), 20, ("a", "fresh"))
+    wait_captured(stack)
+    for t in (a, fresh):
+        _trim(stack, rules.topic(t), _high(stack, rules.topic(t)) - 2)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert "deleted (retention) before they were landed" in report.halted[str(a)]
+    assert "no longer start at offset 0" in report.halted[str(fresh)]
+    assert _landed_offsets(stack, a) == []  # nothing of what is left was landed over the gap
+    assert not lake.open_catalog(stack).table_exists(lake.changelog_name(fresh))
+    # the remedies: rebuild the bootstrapped table, bootstrap the fresh one; streaming resumes
+    bootstrap(stack, a, rebuild=True, chunk_rows=1000)
+    bootstrap(stack, fresh, chunk_rows=1000)
+    assert not {a, fresh} & set(state.halted_tables(lake.open_catalog(stack)))
+    write_some(stack, db, random.Random(11), 20, ("a", "fresh"))
+    wait_captured(stack)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert {str(a), str(fresh)} <= set(report.tables)
+    for t in (a, fresh):
+        _equal(stack, spark, t)
+
+
+def test_a_recreated_topic_halts_its_table_alone_and_a_rebuild_resumes_it(stack: Settings, spark: Any,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 8 defect 6 (RELIABILITY row 22): the topic was deleted and recreated (offsets reset). Its table
+    halts with the reason and the remedy, the other table goes on; the remedy (`cdc bootstrap --rebuild`)
+    re-anchors the offsets in the new topic and streaming resumes."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    db = _db()
+    create_tables(stack, db, ("a", "b"))
+    a, b = TableId(db, "a"), TableId(db, "b")
+    topic = CaptureRules(stack.connect.topic_prefix).topic(a)
+    write_some(stack, db, random.Random(12), 60, ("a", "b"))
+    wait_captured(stack)
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    admin = AdminClient(stack.kafka.client_config())
+    admin.delete_topics([topic], operation_timeout=30)[topic].result()
+    while topic in admin.list_topics(timeout=10).topics:
+        pass
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    write_some(stack, db, random.Random(13), 5, ("a", "b"))
+    wait_captured(stack)
+    proc = cdc_process(["ingest", "--until-caught-up"])
+    out = proc.communicate(timeout=300)[0].decode(errors="replace")
+    assert proc.returncode == 1, out[-3000:]
+    assert f"halted: {a}: {topic}[0]: the lake has landed up to offset" in out
+    assert "the topic was deleted and recreated" in out
+    _equal(stack, spark, b)  # the other table landed in the same run
+    code, text = _status(capsys)
+    assert code == 1
+    assert f"remedy: cdc bootstrap {a} --rebuild" in text
+    rebuild = cdc_process(["bootstrap", str(a), "--rebuild", "--chunk-rows", "1000"])
+    out = rebuild.communicate(timeout=600)[0].decode(errors="replace")
+    assert rebuild.returncode == 0, out[-3000:]
+    assert a not in state.halted_tables(lake.open_catalog(stack))
+    write_some(stack, db, random.Random(14), 10, ("a", "b"))
+    wait_captured(stack)
+    report = Ingestor(stack, lake.open_catalog(stack)).drain()
+    assert str(a) in report.tables  # streaming resumed in the new topic
+    assert str(a) not in report.halted
+    _equal(stack, spark, a)
+    _equal(stack, spark, b)
