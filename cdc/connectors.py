@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cdc.config import Settings
-from cdc.errors import ConfigError, ServiceError
+from cdc.errors import ConfigError, ServiceError, TransientError
 from cdc.ingest.capture import MARKER_DB, included_databases
+from cdc.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,16 @@ def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str]
     )
 
 
+# Connect answers 409 while its workers rebalance and 5xx while it starts: both pass
+CONNECT_POLICY = RetryPolicy(deadline_seconds=60, first_delay=0.5, max_delay=5)
+
+
 def _request(url: str, method: str = "GET", body: Any = None) -> Any:
+    """One Connect REST call under the retry policy: unreachable, 409 and 5xx retry; other refusals do not."""
+    return retrying(f"Kafka Connect {method} {url}", CONNECT_POLICY, lambda: _request_once(url, method, body))
+
+
+def _request_once(url: str, method: str, body: Any) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})  # noqa: S310
     try:
@@ -81,9 +91,11 @@ def _request(url: str, method: str = "GET", body: Any = None) -> Any:
             detail = json.loads(detail).get("message", detail)
         except (ValueError, AttributeError):
             pass
+        if exc.code >= 500 or exc.code == 409:
+            raise TransientError(f"Kafka Connect answered {method} {url}: {exc.code} {detail}") from exc
         raise ServiceError(f"Kafka Connect refused {method} {url}: {exc.code} {detail}") from exc
     except urllib.error.URLError as exc:
-        raise ServiceError(f"Kafka Connect is not reachable at {url}: {exc.reason}") from exc
+        raise TransientError(f"Kafka Connect is not reachable at {url}: {exc.reason}") from exc
 
 
 def connector_state(settings: Settings) -> dict[str, Any] | None:

@@ -26,12 +26,11 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
 
 from cdc.bootstrap.source_schema import GEOMETRY, SourceColumn, table_schema
 from cdc.config import Settings, TableOverride
-from cdc.errors import ConfigError, ServiceError
+from cdc.errors import ConfigError
 from cdc.events.model import ColumnType, Kind, TableId
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
 from cdc.ingest.capture import CaptureRules, unsupported_name
@@ -39,7 +38,7 @@ from cdc.ingest.landing import anchor_bootstrap
 from cdc.ingest.watermarks import watermarks
 from cdc.lake import catalog as lake
 from cdc.lake.contract import reserved_name
-from cdc.retry import RetryPolicy
+from cdc.retry import RetryPolicy, retrying
 from cdc.source import connect, quote_ident
 
 log = logging.getLogger(__name__)
@@ -311,9 +310,10 @@ def bootstrap(
         conn.rollback()
     finally:
         conn.close()
-    _publish(catalog, table, branch, properties, rows_done)
+    policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
+    _publish(catalog, table, branch, properties, rows_done, policy)
     high_now = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
-    anchor_bootstrap(catalog, rules, table, anchor, high_now, RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds))
+    anchor_bootstrap(catalog, rules, table, anchor, high_now, policy)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
 
@@ -335,22 +335,22 @@ def _ensure_captured(settings: Settings, catalog: Catalog, table: TableId) -> No
     connectors.wait_captured(settings)  # the connector now streams with the new list
 
 
-def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str, str], rows: int) -> None:
-    """Point main at the finished branch in one commit (retrying if a merge committed meanwhile)."""
-    for attempt in range(1, 6):
+def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str, str], rows: int, policy: RetryPolicy) -> None:
+    """Point main at the finished branch in one commit (retried under the policy: a merge may commit meanwhile)."""
+
+    def attempt() -> None:
         base = catalog.load_table(lake.base_name(table))
-        try:
-            if rows == 0:  # an empty source table: empty the lake table in one commit
-                with warnings.catch_warnings():
-                    # pyiceberg deletes copy-on-write even where Spark's setting says merge-on-read: fine here
-                    warnings.filterwarnings("ignore", "Merge on read is not yet supported", UserWarning)
-                    warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
-                    base.delete(AlwaysTrue(), snapshot_properties=properties)
-                return
-            with base.manage_snapshots() as ms:
-                ms.set_current_snapshot(ref_name=branch)
-                ms.remove_branch(branch)
+        if rows == 0:  # an empty source table: empty the lake table in one commit
+            with warnings.catch_warnings():
+                # pyiceberg deletes copy-on-write even where Spark's setting says merge-on-read: fine here
+                warnings.filterwarnings("ignore", "Merge on read is not yet supported", UserWarning)
+                warnings.filterwarnings("ignore", "Delete operation did not match any records", UserWarning)
+                base.delete(AlwaysTrue(), snapshot_properties=properties)
             return
-        except CommitFailedException as exc:
-            log.warning("%s: publish conflict (attempt %d): %s", table, attempt, exc)
-    raise ServiceError(f"{table}: could not publish the bootstrap branch {branch}")
+        if branch not in base.metadata.refs:
+            return  # an earlier attempt went through (its answer was lost): main is the branch head already
+        with base.manage_snapshots() as ms:
+            ms.set_current_snapshot(ref_name=branch)
+            ms.remove_branch(branch)
+
+    retrying(f"{table}: publish the bootstrap branch {branch}", policy, attempt)

@@ -216,7 +216,7 @@ def test_a_table_outside_capture_is_added_without_snapshotting_the_others(stack:
     """Issue 5, item 2: with an include list, bootstrapping a table of another database extends the
     connector's include list (kept across `connectors apply`) and no other table is snapshotted again."""
     from cdc import connectors
-    from cdc.ingest.consumer import TopicNames
+    from cdc.ingest.capture import CaptureRules
 
     tag = uuid.uuid4().hex[:8]
     db_in, db_new = f"ci_{tag}", f"cn_{tag}"
@@ -231,7 +231,7 @@ def test_a_table_outside_capture_is_added_without_snapshotting_the_others(stack:
     try:
         connectors.apply(narrow)
         connectors.wait_captured(narrow)
-        topic_in = TopicNames(narrow.connect.topic_prefix).topic(TableId(db_in, "a"))
+        topic_in = CaptureRules(narrow.connect.topic_prefix).topic(TableId(db_in, "a"))
         first_snapshot = _snapshot_reads(narrow, topic_in)
         assert first_snapshot > 0
         assert db_new not in lake.captured_namespaces(lake.open_catalog(narrow))
