@@ -23,6 +23,11 @@ system:
 	  echo "installing Debian's MariaDB server and client"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null; \
 	fi
+	@# Debian's PostgreSQL server binaries: the catalog-outage tests (tests/e2e/postgres.py) run a private cluster
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing Debian's PostgreSQL server"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	fi
 
 # the venv's path carries the lock file's hash, so a fresh clone (newer file times) reuses it
 $(VENV)/.complete:
