@@ -1,5 +1,5 @@
 """Model-based test of the merge: change histories with duplicates, replays and out-of-order
-delivery, pushed through the real decoder, the real landing writer and the real Spark MERGE,
+delivery, pushed through the real decoder, the consumer's landing (`Lander`) and the real Spark MERGE,
 must end in the table a plain reference model computes from the history in source order.
 """
 
@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from cdc.config import Settings, load_settings
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, KafkaCoordinates, TableId
+from cdc.ingest.batch import Batch
+from cdc.ingest.capture import CaptureRules
+from cdc.ingest.landing import Lander
 from cdc.lake import catalog as lake
-from cdc.lake.writer import append_changes
 from cdc.spark import jdbc_catalog_conf
 from spark_jobs.merge import merge_table
 from tests.debezium_messages import envelope, field, key, payload, source, value_schema
@@ -87,23 +90,41 @@ def model_lake(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> Settings
     return s
 
 
-def land_and_merge(s: Settings, spark: Any, table: str, batches: list[list[tuple[int, Change]]]) -> dict[int, dict[str, Any]]:
+def decoded(table: str, batch: list[tuple[int, Change]]) -> Batch:
+    """The batch the consumer would build from these messages (offset = position in the delivery)."""
+    out = Batch()
+    for offset, change in batch:
+        k, v = message(table, change)
+        event = decode(k, v, KafkaCoordinates(f"cdc.{DB}.{table}", 0, offset))
+        assert isinstance(event, ChangeEvent), event
+        out.add(event, (k, v, ()), time.monotonic())
+    return out
+
+
+def land_and_merge(
+    s: Settings, spark: Any, table: str, batches: list[list[tuple[int, Change]]], bootstrapped: bool = False
+) -> dict[int, dict[str, Any]]:
+    """Land each batch with the consumer's landing code (one flush each) and merge it. `bootstrapped`: the
+    lake tables exist before the first change, as `cdc bootstrap` of an (empty) source table leaves them;
+    otherwise the landing creates them on the first keyed change."""
     catalog = lake.open_catalog(s)
     tid = TableId(DB, table)
+    if bootstrapped:
+        first = decoded(table, [(0, Change("c", {"id": 0, "v": 0, "s": None}, 1))])
+        lake.ensure_tables(catalog, s, tid, first.tables[tid].events[0].schema)
+    lander = Lander(s, catalog, CaptureRules("cdc"))
+    so_far: list[Change] = []
     for batch in batches:
-        events = []
-        for offset, change in batch:
-            k, v = message(table, change)
-            decoded = decode(k, v, KafkaCoordinates(f"cdc.{DB}.{table}", 0, offset))
-            assert isinstance(decoded, ChangeEvent), decoded
-            events.append(decoded)
-        keyed = next((e.schema for e in events if e.schema.key), None)
-        if keyed is not None:
-            lake.ensure_tables(catalog, s, tid, keyed)
-        if not events or keyed is None and not catalog.table_exists(lake.changelog_name(tid)):
+        so_far += [c for _, c in batch]
+        outcome = lander.land(decoded(table, batch))
+        assert not outcome.halted, outcome.halted
+        if not catalog.table_exists(lake.changelog_name(tid)):
+            # only a table's truncates so far: nothing in the lake to empty, nothing landed, nothing to merge
+            assert all(c.op == "t" for c in so_far), so_far
             continue
-        append_changes(catalog.load_table(lake.changelog_name(tid)), events, {})
         merge_table(spark, CATALOG, DB, table)
+        changelog = catalog.load_table(lake.changelog_name(tid))
+        assert _merged_upto(catalog.load_table(lake.base_name(tid))) == changelog.current_snapshot().snapshot_id, "no progress recorded"
     if not catalog.table_exists(lake.base_name(tid)):
         return {}
     rows = catalog.load_table(lake.base_name(tid)).scan(selected_fields=("id", "v", "s")).to_arrow().to_pylist()
@@ -133,8 +154,11 @@ def test_merge_matches_the_reference_model(model_lake: Settings, spark: Any, ste
     cuts = sorted(data.draw(st.lists(st.integers(1, len(delivery)), min_size=1, max_size=3)))
     bounds = [0, *cuts, len(delivery)]
     batches = [[(i, changes[delivery[i]]) for i in range(a, b)] for a, b in itertools.pairwise(bounds) if b > a]
+    bootstrapped = data.draw(st.booleans(), label="bootstrapped")
+    if all(c.op == "t" for _, c in batches[0]):
+        event(f"the first batch holds only truncates ({'bootstrapped' if bootstrapped else 'no lake tables yet'})")
     table = f"t{next(_names)}"
-    assert land_and_merge(model_lake, spark, table, batches) == expected
+    assert land_and_merge(model_lake, spark, table, batches, bootstrapped) == expected
 
 
 def test_a_replayed_insert_does_not_resurrect_a_deleted_row(model_lake: Settings, spark: Any) -> None:
@@ -150,3 +174,22 @@ def test_a_truncate_holds_against_older_changes_replayed_later(model_lake: Setti
     assert expected == {3: {"id": 3, "v": 3, "s": None}}
     batches = [[(i, c) for i, c in enumerate(changes)], [(10, changes[0]), (11, changes[1])]]
     assert land_and_merge(model_lake, spark, f"t{next(_names)}", batches) == expected
+
+
+@pytest.mark.parametrize("bootstrapped", [False, True])
+def test_a_truncate_as_a_tables_first_event(model_lake: Settings, spark: Any, bootstrapped: bool) -> None:
+    """A truncate before the table's first change: without lake tables the landing skips it (nothing to
+    empty); into tables a bootstrap made, the merge's first slice is a lone truncate (the floor and
+    progress are recorded). A later replay of it changes nothing."""
+    changes, expected = history([("truncate", 0, 0), ("upsert", 1, 1), ("upsert", 2, 2)])
+    assert expected == {1: {"id": 1, "v": 1, "s": None}, 2: {"id": 2, "v": 2, "s": "s2"}}
+    batches = [[(0, changes[0])], [(1, changes[1]), (2, changes[2])], [(3, changes[0])]]
+    assert land_and_merge(model_lake, spark, f"t{next(_names)}", batches, bootstrapped) == expected
+
+
+def _merged_upto(base: Any) -> int | None:
+    for snapshot in lake.ancestors(base):
+        upto = (snapshot.summary.additional_properties if snapshot.summary else {}).get(lake.MERGED_UPTO)
+        if upto is not None:
+            return int(upto)
+    return None
