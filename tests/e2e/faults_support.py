@@ -133,3 +133,17 @@ def assert_oracle(settings: Settings, spark: Any, db: str, tables: Sequence[str]
             for topic, parts in before.items():
                 for p, o in parts.items():
                     assert after.get(topic, {}).get(p, o) >= o, f"{table}: recorded offsets went backwards"
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of process group `pgid` that are alive (not zombies), from /proc."""
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(pid))
+    return members

@@ -34,6 +34,7 @@ from tests.e2e.faults_support import (
     cdc_process,
     create_tables,
     kill,
+    live_group_members,
     wait_captured,
     write_some,
 )
@@ -171,21 +172,81 @@ def test_connect_killed_during_a_100k_row_transaction(stack: Settings, spark: An
     assert rows == 100_000
 
 
-def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any) -> None:
-    """Row 8: kill -9 `cdc merge` (driver and JVM) mid-run; the re-run publishes everything once."""
+@pytest.mark.parametrize("point", ["merge-after-tombstones", "merge-in-merge", "merge-after-floor"])
+def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any, point: str) -> None:
+    """Row 8: kill -9 `cdc merge` (its process group: driver and Spark JVM) at a named fault point of the
+    merge job, then re-run the merge. `merge-after-tombstones`: the tombstones committed, the base MERGE
+    not started. `merge-in-merge`: while a Spark job of the base MERGE runs. `merge-after-floor`: a
+    TRUNCATE's floor is recorded on the table, its DELETE has not run. Each time `main` is unchanged
+    after the kill, and the re-run makes source == base."""
+    from cdc.lake.contract import TRUNCATED_BEFORE
+
     db = _db()
+    table = TableId(db, "a")
     create_tables(stack, db, ("a",))
-    write_some(stack, db, random.Random(8), 200, ("a",))
+    write_some(stack, db, random.Random(8), 120, ("a",))
     wait_captured(stack, db, ("a",))
     Ingestor(stack, lake.open_catalog(stack)).drain()
-    merge = cdc_process(["merge", f"{db}.a"])
-    time.sleep(random.Random(8).uniform(6, 14))
-    kill(merge)
-    base = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a")))
-    snapshot = base.current_snapshot()
-    if snapshot is not None:  # a publish is all or nothing: a merge commit carries its bookkeeping
-        assert lake.MERGED_UPTO in (snapshot.summary.additional_properties if snapshot.summary else {})
-    assert_oracle(stack, spark, db, ("a",))
+    merge_table(spark, stack.catalog.name, db, "a")  # the base holds rows before the run that is killed
+    if point == "merge-after-floor":
+        _truncate(stack, db, "a")
+    write_some(stack, db, random.Random(9), 60, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    before = _snapshot_of(stack, lake.base_name(table))
+    tombstones_before = _snapshot_of(stack, lake.tombstones_name(table))
+    assert before is not None
+    merge = cdc_process(["merge", f"{db}.a"], CDC_FAULT_POINT=point)
+    out = merge.communicate(timeout=600)[0].decode(errors="replace")  # EOF: the JVM's end of the pipe closed too
+    assert merge.returncode == -signal.SIGKILL, out[-3000:]
+    _assert_group_gone(merge.pid)
+    fault = out.index(f"fault point {point}: SIGKILL")
+    print("\n".join(line for line in out.splitlines() if f"merge {db}.a:" in line or "fault point" in line))
+    started = out.find(f"merge {db}.a: MERGE started")
+    if point == "merge-in-merge":
+        assert -1 < started < fault, out[-3000:]
+        assert "of the MERGE run (not committed)" in out[fault:], out[-3000:]
+    else:
+        assert started == -1, out[-3000:]
+    if point == "merge-after-floor":
+        assert -1 < out.find(f"merge {db}.a: truncate floor recorded at _seq") < fault, out[-3000:]
+    else:  # the killed run committed its tombstones (the slice has deletes) before it died
+        assert _snapshot_of(stack, lake.tombstones_name(table)) != tombstones_before
+    base = lake.open_catalog(stack).load_table(lake.base_name(table))
+    assert _snapshot_of(stack, lake.base_name(table)) == before  # main unchanged: no partial publish
+    if point == "merge-after-floor":
+        # the window: the floor is on the table, the rows it removes are still in main
+        floor = int(base.properties[TRUNCATED_BEFORE])
+        assert any(s < floor for s in _seqs(base)), "no row below the recorded floor: the kill missed the window"
+    assert_oracle(stack, spark, db, ("a",))  # the re-run (in this process) folds everything in, once
+    if point == "merge-after-floor":
+        assert all(s >= floor for s in _seqs(lake.open_catalog(stack).load_table(lake.base_name(table))))
+
+
+def _truncate(settings: Settings, db: str, table: str) -> None:
+    conn = connect(settings, database=db)
+    try:
+        conn.cursor().execute(f"TRUNCATE TABLE {quote_ident(table)}")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _snapshot_of(settings: Settings, name: tuple[str, str]) -> int | None:
+    snapshot = lake.open_catalog(settings).load_table(name).current_snapshot()
+    return snapshot.snapshot_id if snapshot is not None else None
+
+
+def _seqs(base: Any) -> list[int]:
+    return [int(s) for s in base.scan(selected_fields=("_seq",)).to_arrow().column("_seq").to_pylist()]
+
+
+def _assert_group_gone(pgid: int) -> None:
+    """Nothing of the killed process group (the Python driver, the Spark JVM) is left running."""
+    deadline = time.monotonic() + 10
+    while live_group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live_group_members(pgid) == [], f"process group {pgid} survived the kill"
 
 
 # ---- bad input ----------------------------------------------------------------------------------
