@@ -8,26 +8,36 @@ set are generated once and kept in `$CDC_HOME/secrets/` (mode 0600), never in th
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from cdc.errors import ConfigError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class MariaDbSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a misspelt key is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class MariaDbSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(3307, ge=1, le=65535)
     admin_user: str = "cdc_admin"
@@ -39,7 +49,7 @@ class MariaDbSettings(BaseModel):
     time_zone: str = "Europe/Berlin"
 
 
-class KafkaSettings(BaseModel):
+class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     controller_port: int = Field(9093, ge=1, le=65535)
     group_id: str = "cdc-ingest"
@@ -63,7 +73,7 @@ class KafkaSettings(BaseModel):
         return conf
 
 
-class ConnectSettings(BaseModel):
+class ConnectSettings(_Section):
     url: str = "http://127.0.0.1:8083"
     connector_name: str = "cdc-mariadb"
     topic_prefix: str = "cdc"
@@ -82,7 +92,7 @@ class ConnectSettings(BaseModel):
         return v
 
 
-class CatalogSettings(BaseModel):
+class CatalogSettings(_Section):
     """The Iceberg catalog shared by pyiceberg and Spark (their catalog names must be equal)."""
 
     name: str = "lake"
@@ -99,7 +109,7 @@ class CatalogSettings(BaseModel):
         return v
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     buckets: int = Field(16, ge=1, le=1024)
     flush_rows: int = Field(50_000, ge=1)
     flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -114,17 +124,17 @@ class IngestSettings(BaseModel):
     commit_timeout_seconds: float = Field(300.0, gt=0)  # how long a commit waits for an unavailable catalog
 
 
-class SparkSettings(BaseModel):
+class SparkSettings(_Section):
     master: str = "local[2]"
     driver_memory: str = "2g"
     shuffle_partitions: int = Field(4, ge=1)
 
 
-class MergeSettings(BaseModel):
+class MergeSettings(_Section):
     tombstone_days: int = Field(7, ge=1, le=3650)  # how long a delete blocks a late, older change of its key
 
 
-class TableOverride(BaseModel):
+class TableOverride(_Section):
     buckets: int | None = Field(None, ge=1, le=1024)
 
 
@@ -153,7 +163,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+        return (_EnvCheck(settings_cls), init_settings, env_settings, _YamlSource(settings_cls))
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -234,6 +244,79 @@ class _YamlSource(PydanticBaseSettingsSource):
         return data
 
 
+# `CDC_*` variables the project reads itself (not settings): the settings file, fault points of the
+# tests, the Airflow DAG's knobs (its `cdc` subprocesses inherit them), a test knob, compose's .env
+OTHER_VARIABLES = frozenset({
+    "CDC_CONFIG", "CDC_FAULT_POINT", "CDC_FAULT_SKIP", "CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE",
+    "CDC_MERGE_TABLES", "CDC_MODEL_EXAMPLES", "CDC_TOPIC_PREFIX", "CDC_INCLUDE_DATABASES", "CDC_WAREHOUSE_DIR",
+})
+_ENV_PREFIX = "CDC_"
+_DELIMITER = "__"
+
+
+def _variable_target(name: str) -> Any:
+    """The annotation of the setting a `CDC_*` variable sets, or None when it names no setting."""
+    target: Any = Settings
+    for part in name[len(_ENV_PREFIX):].lower().split(_DELIMITER):
+        if not part:
+            return None
+        if isinstance(target, type) and issubclass(target, BaseModel):
+            field = target.model_fields.get(part)
+            if field is None:
+                return None
+            target = field.annotation
+        elif get_origin(target) is dict:
+            target = get_args(target)[1]  # the part is a key (a table name, a property)
+        else:
+            return None  # a plain value has no sub-keys
+    return target
+
+
+def _expected_form(target: Any) -> tuple[str, type] | None:
+    """What a variable for a structured setting must hold (pydantic-settings parses it as JSON)."""
+    if get_origin(target) is list:
+        return """a JSON list, e.g. '["shop"]'""", list
+    if get_origin(target) is dict:
+        return """a JSON object, e.g. '{"key": "value"}'""", dict
+    if isinstance(target, type) and issubclass(target, BaseModel):
+        return "a JSON object of its settings, or one variable per setting (nested keys joined by __)", dict
+    return None
+
+
+def check_variables(environ: Mapping[str, str]) -> None:
+    """Refuse a `CDC_*` variable that names no setting, or a structured one that is not JSON of its form.
+
+    pydantic-settings ignores unknown variables and reports a bad list only as its section, so a
+    misspelt `CDC_INGEST__BUKETS` would silently keep the default. Values are never echoed (secrets).
+    """
+    for name, value in environ.items():
+        if not name.upper().startswith(_ENV_PREFIX) or name.upper() in OTHER_VARIABLES:
+            continue
+        target = _variable_target(name)
+        if target is None:
+            raise ConfigError(f"invalid settings: {name} is not a setting (a misspelt name? see `cdc config show`)")
+        form = _expected_form(target)
+        if form is None:
+            continue
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, form[1]):
+            raise ConfigError(f"invalid settings: {name} must be {form[0]}")
+
+
+class _EnvCheck(PydanticBaseSettingsSource):
+    """Contributes nothing; checks the `CDC_*` variables before the environment source reads them."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        check_variables(os.environ)
+        return {}
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning validation errors into one readable ConfigError."""
     try:
@@ -243,10 +326,75 @@ def load_settings(**overrides: Any) -> Settings:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except SettingsError as exc:  # the checks above should have named the variable; never a traceback
+        raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+MASK = "*" * 10
+# a property or setting whose name says it holds a secret (pyiceberg, Kafka, JDBC, cloud SDK spellings)
+_SECRET_KEY_RE = re.compile(r"secret|passw|pwd|passphrase|token|credential|key|auth|jaas|sigv4|signature|private|(^|[._-])sas($|[._-])",
+                            re.IGNORECASE)
+# ... but a path to a secret is not a secret
+_PATH_KEY_RE = re.compile(r"(_file|-file|\.file|location|_path|-path|\.path)$", re.IGNORECASE)
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY_RE.search(key)) and not _PATH_KEY_RE.search(key)
+
+
+def mask_uri(text: str) -> str:
+    """A URI with its password (or bare user token) and secret-named query parameters masked; the user is kept."""
+    if not _URI_RE.match(text):
+        return text
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+        username = parts.username
+    except ValueError:
+        return MASK  # not parseable: do not risk showing it
+    netloc = parts.netloc
+    if "@" in netloc:
+        host = netloc.rpartition("@")[2]
+        if password is not None:
+            netloc = f"{username}:{MASK}@{host}"
+        elif username and parts.scheme.startswith("http"):
+            netloc = f"{MASK}@{host}"  # http user info without a password is a token
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_key(k) for k, _ in pairs):
+            query = urlencode([(k, MASK if _secret_key(k) else v) for k, v in pairs], safe="*")
+    # replace in place: a round trip through urlunsplit would rewrite forms like sqlite:////abs/path
+    if netloc != parts.netloc:
+        text = text.replace(parts.netloc, netloc, 1)
+    if query != parts.query:
+        text = text.replace("?" + parts.query, "?" + query, 1)
+    return text
+
+
+def _mask(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if value is None:
+        return None
+    if key is not None and _secret_key(key):
+        return MASK
+    if isinstance(value, str):
+        return mask_uri(value)
+    return value
 
 
 def masked(settings: Settings) -> dict[str, Any]:
-    """The resolved settings as plain data, secrets masked, derived catalog properties filled in."""
+    """The resolved settings as plain data, secrets masked, derived catalog properties filled in.
+
+    Masked: `SecretStr` settings, every value under a key that names a secret, password, token,
+    credential or key (at any depth, e.g. `catalog.properties.s3.secret-access-key`), and the
+    password in any URI (`postgresql://cdc:**********@pg/lake`).
+    """
     data: dict[str, Any] = settings.model_dump(mode="json")
     data["catalog"]["properties"] = settings.catalog_properties()
-    return data
+    masked_data: dict[str, Any] = _mask(data)
+    return masked_data
