@@ -339,7 +339,8 @@ _PATH_KEY_RE = re.compile(r"(_file|-file|\.file|location|_path|-path|\.path)$", 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _secret_key(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
+    """True for a setting or property name that says it holds a secret (a path to one does not)."""
     return bool(_SECRET_KEY_RE.search(key)) and not _PATH_KEY_RE.search(key)
 
 
@@ -363,8 +364,8 @@ def mask_uri(text: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_secret_key(k) for k, _ in pairs):
-            query = urlencode([(k, MASK if _secret_key(k) else v) for k, v in pairs], safe="*")
+        if any(is_secret_key(k) for k, _ in pairs):
+            query = urlencode([(k, MASK if is_secret_key(k) else v) for k, v in pairs], safe="*")
     # replace in place: a round trip through urlunsplit would rewrite forms like sqlite:////abs/path
     if netloc != parts.netloc:
         text = text.replace(parts.netloc, netloc, 1)
@@ -380,7 +381,7 @@ def _mask(value: Any, key: str | None = None) -> Any:
         return [_mask(v) for v in value]
     if value is None:
         return None
-    if key is not None and _secret_key(key):
+    if key is not None and is_secret_key(key):
         return MASK
     if isinstance(value, str):
         return mask_uri(value)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cdc import jvm
-from cdc.config import Settings
+from cdc.config import Settings, is_secret_key
 from cdc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -39,15 +39,26 @@ def jdbc_catalog_conf(settings: Settings) -> dict[str, str]:
         parts = urlsplit(uri)
         conf[f"{prefix}.uri"] = f"jdbc:postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
         if parts.username:
-            conf[f"{prefix}.jdbc.user"] = parts.username
+            conf[f"{prefix}.jdbc.user"] = unquote(parts.username)
         if parts.password:
-            conf[f"{prefix}.jdbc.password"] = parts.password
+            conf[f"{prefix}.jdbc.password"] = unquote(parts.password)
     else:
         raise ConfigError(f"catalog uri {uri.split(':', 1)[0]}:… is not supported for Spark (sqlite or postgresql)")
     return conf
 
 
+def _is_secret_conf(settings: Settings, key: str) -> bool:
+    prefix = f"spark.sql.catalog.{settings.catalog.name}."
+    return key.startswith(prefix) and is_secret_key(key.removeprefix(prefix))
+
+
+def secret_conf(settings: Settings) -> dict[str, str]:
+    """Pure: the catalog confs that hold a secret; `session` sets them on the live session only."""
+    return {k: v for k, v in jdbc_catalog_conf(settings).items() if _is_secret_conf(settings, k)}
+
+
 def session_conf(settings: Settings) -> dict[str, str]:
+    """The builder's confs: no secret among them (PySpark hands each to `spark-submit --conf k=v`)."""
     jar_paths = ",".join(str(p) for p in jvm.spark_jars(settings.cache))
     return {
         "spark.master": settings.spark.master,
@@ -65,12 +76,18 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.requireAllClusterKeysForCoPartition": "false",
         "spark.sql.sources.v2.bucketing.pushPartValues.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
-        **jdbc_catalog_conf(settings),
+        **{k: v for k, v in jdbc_catalog_conf(settings).items() if not _is_secret_conf(settings, k)},
     }
 
 
 def session(settings: Settings) -> SparkSession:
-    """Build (or reuse) the local session; starting one costs ~15 s, so callers share it."""
+    """Build (or reuse) the local session; starting one costs ~15 s, so callers share it.
+
+    Secret confs (the catalog password) never go through the builder: PySpark starts the JVM as
+    `spark-submit --conf k=v ...`, readable by every local user in /proc/*/cmdline. They are set on the
+    live session instead, which works because Iceberg's Spark catalogs are loaded lazily from the
+    session conf on first use, after this.
+    """
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -78,5 +95,7 @@ def session(settings: Settings) -> SparkSession:
     for key, value in session_conf(settings).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    for key, value in secret_conf(settings).items():
+        spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
