@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdc.config import Settings
+from cdc.config import Settings, local_secret
 from cdc.errors import ServiceError
 from cdc.stack import jars
 from cdc.stack.process import (
@@ -54,6 +54,22 @@ def _render(template: str, target: Path, **values: object) -> Path:
     return target
 
 
+def _private_file(path: Path, text: str) -> Path:
+    """Write `text` to a file only the owner can read (0600 from its creation on, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def _java() -> str:
     return jars.require_tool("java", "install a JDK 17+ (Debian: apt-get install openjdk-17-jdk-headless)")
 
@@ -67,16 +83,24 @@ class MariaDb:
         self.folder = (settings.home / "stack" / "mariadb").resolve()
         self.files = ProcessFiles("mariadb", self.folder)
         self.datadir = self.folder / "data"
-        self.socket = self.folder / "mariadb.sock"
+        self.socket = self.folder / "mariadb.sock"  # the folder is 0700: only this OS user reaches the socket
+        self.files_dir = self.folder / "files"  # secure_file_priv: LOAD_FILE / INTO OUTFILE only here
+        # root's client options (password included, 0600); present once root has its password
+        self.root_options = self.folder / "root.cnf"
+        self.init_file = self.folder / "init.sql"
 
     @property
     def port(self) -> int:
         return self.settings.mariadb.port
 
-    def _client(self, sql: str, user: str = "root") -> str:
+    def _client(self, sql: str) -> str:
+        """Run SQL as root over the socket; the password comes from an options file, never the command line."""
         client = jars.require_tool("mariadb", "install mariadb-client (Debian: apt-get install mariadb-client)")
+        # a server set up before root had a password (its datadir predates root.cnf) still has a passwordless
+        # root until its next `up`, which gives root its password before the server accepts connections
+        options = [f"--defaults-file={self.root_options}"] if self.root_options.exists() else ["--no-defaults"]
         proc = subprocess.run(  # noqa: S603
-            [client, "--no-defaults", f"--socket={self.socket}", f"--user={user}", "--batch", "--skip-column-names"],
+            [client, *options, f"--socket={self.socket}", "--user=root", "--batch", "--skip-column-names"],
             input=sql,
             capture_output=True,
             text=True,
@@ -107,6 +131,27 @@ class MariaDb:
             shutil.rmtree(self.datadir, ignore_errors=True)
             raise ServiceError("mariadb-install-db failed", str(self.files.log_file))
 
+    def _prepare_root(self) -> None:
+        """Root's password, in effect before the server accepts its first connection.
+
+        The server runs `init.sql` (0600, deleted once the server is up) at start, before it serves
+        clients: root@localhost gets the generated password kept in `$CDC_HOME/secrets/mariadb-root`,
+        every other root account (127.0.0.1, ::1, the host name) and every anonymous account is dropped.
+        Run at every start, so a datadir made before this (passwordless root) is locked down on its
+        next start, and the client options file is written before anything connects.
+        """
+        password = local_secret(self.settings.home, "mariadb-root")
+        if not password.replace("-", "").replace("_", "").isalnum():
+            raise ServiceError(f"the MariaDB root password in {self.settings.home / 'secrets'} must be letters, digits, - or _")
+        _private_file(
+            self.init_file,
+            f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{password}';\n"
+            "SELECT GROUP_CONCAT(QUOTE(user), '@', QUOTE(host)) INTO @cdc_drop FROM mysql.user "
+            "WHERE user = '' OR (user = 'root' AND host <> 'localhost');\n"
+            "EXECUTE IMMEDIATE IFNULL(CONCAT('DROP USER ', @cdc_drop), 'DO 0');\n",
+        )
+        _private_file(self.root_options, f"[client]\nuser=root\npassword={password}\n")
+
     def _provision(self) -> None:
         s = self.settings
         admin = s.admin_password().get_secret_value().replace("'", "''")
@@ -129,14 +174,19 @@ class MariaDb:
             return False
         mariadbd = jars.require_tool("mariadbd", "install mariadb-server (Debian: apt-get install mariadb-server)")
         require_free_port("MariaDB", LOOPBACK, self.port)
+        _private_dir(self.folder)
+        _private_dir(self.files_dir)
         fresh = not (self.datadir / "mysql").exists()
         if fresh:
             self._initialize()
+        self._prepare_root()
         argv = [
             mariadbd,
             "--no-defaults",
             f"--datadir={self.datadir}",
             f"--socket={self.socket}",
+            f"--init-file={self.init_file}",
+            f"--secure-file-priv={self.files_dir}",
             f"--pid-file={self.folder / 'mariadbd.pid'}",
             f"--port={self.port}",
             f"--bind-address={LOOPBACK}",
@@ -155,7 +205,10 @@ class MariaDb:
         if os.geteuid() == 0:
             argv.append("--user=root")
         pid = start(self.files, argv)
-        wait_until(self.files, pid, self.healthy, 60, "MariaDB")
+        try:
+            wait_until(self.files, pid, self.healthy, 60, "MariaDB")
+        finally:
+            self.init_file.unlink(missing_ok=True)  # it holds root's password; the server read it at start
         self._provision()
         self._time_zone()
         return True
