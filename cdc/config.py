@@ -45,6 +45,13 @@ class MariaDbSettings(_Section):
     debezium_user: str = "cdc_debezium"
     debezium_password: SecretStr | None = None
     server_id: int = 1
+    # TLS from the connector (on the Connect worker) to the database: Debezium MariaDB's modes; the
+    # stores are paths on the worker, their passwords reach it through the connector secrets file
+    ssl_mode: Literal["disable", "trust", "verify-ca", "verify-full"] = "disable"
+    ssl_truststore: str | None = None
+    ssl_truststore_password: SecretStr | None = None
+    ssl_keystore: str | None = None
+    ssl_keystore_password: SecretStr | None = None
     # the local server runs a zone with DST on purpose, so every test exercises time-zone handling
     time_zone: str = "Europe/Berlin"
 
@@ -57,6 +64,10 @@ class KafkaSettings(_Section):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # for Java clients (the connector's schema-history producer/consumer): a truststore on the Connect
+    # worker (.pem/.crt as PEM, .p12/.pfx as PKCS12, else JKS); unset: the JVM's default CAs
+    ssl_truststore: str | None = None
+    ssl_truststore_password: SecretStr | None = None
 
     def client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by every client (secrets revealed only here)."""

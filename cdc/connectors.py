@@ -41,30 +41,105 @@ def render(template: str, values: dict[str, str]) -> dict[str, str]:
     return out
 
 
+_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def _sasl(settings: Settings) -> bool:
+    return settings.kafka.security_protocol in ("SASL_SSL", "SASL_PLAINTEXT")
+
+
+def _jaas_config(settings: Settings) -> str:
+    """Pure: the schema-history clients' JAAS line (it holds the SASL password: only in the secrets file)."""
+    kafka = settings.kafka
+    module = _LOGIN_MODULES.get(kafka.sasl_mechanism or "")
+    if module is None:
+        raise ConfigError(
+            f"kafka.sasl_mechanism {kafka.sasl_mechanism!r} is not supported for the connector's schema history "
+            f"(one of {', '.join(_LOGIN_MODULES)})"
+        )
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+    return f"{module} required username={quoted(kafka.sasl_username or '')} password={quoted(password)};"
+
+
+def _property(key: str, value: str) -> str:
+    """One Java properties line (what FileConfigProvider reads with Properties.load)."""
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    if escaped.startswith((" ", "\t")):
+        escaped = "\\" + escaped
+    return f"{key}={escaped}\n"
+
+
+def connector_secrets(settings: Settings) -> dict[str, str]:
+    """Pure: every secret the connector reads through Connect's FileConfigProvider, by its key in the file."""
+    out = {"database.password": settings.debezium_password().get_secret_value()}
+    if settings.mariadb.ssl_truststore_password is not None:
+        out["database.ssl.truststore.password"] = settings.mariadb.ssl_truststore_password.get_secret_value()
+    if settings.mariadb.ssl_keystore_password is not None:
+        out["database.ssl.keystore.password"] = settings.mariadb.ssl_keystore_password.get_secret_value()
+    if _sasl(settings):
+        out["kafka.sasl.jaas.config"] = _jaas_config(settings)
+    if settings.kafka.ssl_truststore_password is not None:
+        out["kafka.ssl.truststore.password"] = settings.kafka.ssl_truststore_password.get_secret_value()
+    return out
+
+
 def write_secrets(settings: Settings) -> None:
-    """The connector's database password in a 0600 file that Connect's FileConfigProvider reads, never inline."""
+    """The connector's secrets in a 0600 file that Connect's FileConfigProvider reads, never inline.
+
+    An operator-provided `connect.secrets_file` must hold the same keys (`connector_secrets`).
+    """
     path = settings.connector_secrets_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(f"database.password={settings.debezium_password().get_secret_value()}\n")
+        fh.writelines(_property(k, v) for k, v in connector_secrets(settings).items())
+
+
+def _truststore_type(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".pem": "PEM", ".crt": "PEM", ".p12": "PKCS12", ".pfx": "PKCS12"}.get(suffix, "JKS")
 
 
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
+    def secret(key: str, present: bool) -> str:
+        return f"${{file:{secrets_file}:{key}}}" if present else ""  # empty: the setting is left out
+
+    db, kafka = settings.mariadb, settings.kafka
+    if _sasl(settings):
+        _jaas_config(settings)  # refuses a mechanism without a login module before anything is applied
     template = (CONNECTORS_DIR / DEBEZIUM_TEMPLATE).read_text()
     return render(
         template,
         {
-            "mariadb_host": settings.mariadb.host,
-            "mariadb_port": str(settings.mariadb.port),
-            "debezium_user": settings.mariadb.debezium_user,
+            "mariadb_host": db.host,
+            "mariadb_port": str(db.port),
+            "debezium_user": db.debezium_user,
             "secrets_file": str(secrets_file),
+            "mariadb_ssl_mode": db.ssl_mode,
+            "mariadb_ssl_truststore": db.ssl_truststore or "",
+            "mariadb_ssl_truststore_password": secret("database.ssl.truststore.password", db.ssl_truststore_password is not None),
+            "mariadb_ssl_keystore": db.ssl_keystore or "",
+            "mariadb_ssl_keystore_password": secret("database.ssl.keystore.password", db.ssl_keystore_password is not None),
             "server_id": str(settings.connect.database_server_id),
             "topic_prefix": settings.connect.topic_prefix,
             "include_databases": ",".join(included_databases(settings, added)),
             "exclude_databases": ",".join(settings.connect.exclude_databases),
-            "bootstrap": settings.kafka.bootstrap_servers,
+            "bootstrap": kafka.bootstrap_servers,
+            "kafka_security_protocol": kafka.security_protocol,
+            "kafka_sasl_mechanism": (kafka.sasl_mechanism or "") if _sasl(settings) else "",
+            "kafka_sasl_jaas_config": secret("kafka.sasl.jaas.config", _sasl(settings)),
+            "kafka_ssl_truststore": kafka.ssl_truststore or "",
+            "kafka_ssl_truststore_type": _truststore_type(kafka.ssl_truststore) if kafka.ssl_truststore else "",
+            "kafka_ssl_truststore_password": secret("kafka.ssl.truststore.password", kafka.ssl_truststore_password is not None),
         },
     )
 

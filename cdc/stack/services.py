@@ -317,6 +317,17 @@ class Connect:
 
         write_secrets(self.settings)
 
+    def worker_properties(self, plugin_path: Path) -> Path:
+        """Render the worker's properties: REST on loopback only, the file provider confined to the secrets folder."""
+        return _render(
+            "connect.properties",
+            self.folder / "worker.properties",
+            bootstrap=self.settings.kafka.bootstrap_servers,
+            port=self.port,
+            plugin_path=plugin_path,
+            secrets_dir=self.settings.connector_secrets_file().parent,
+        )
+
     def up(self) -> bool:
         if read_pid(self.files) is not None:
             return False
@@ -327,13 +338,7 @@ class Connect:
         if not (plugins / ".complete").exists():
             raise ServiceError(f"Debezium plugin is missing in {plugins}: run `cdc stack install`")
         self.write_secrets()
-        props = _render(
-            "connect.properties",
-            self.folder / "worker.properties",
-            bootstrap=self.settings.kafka.bootstrap_servers,
-            port=self.port,
-            plugin_path=plugins,
-        )
+        props = self.worker_properties(plugins)
         log4j = _render("log4j2.xml", self.folder / "log4j2.xml")
         jvm = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
         pid = start(self.files, [java, *jvm, "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(props)])

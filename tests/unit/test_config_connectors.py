@@ -180,3 +180,136 @@ def test_debezium_config_follows_settings(tmp_path: Path) -> None:
     assert config["schema.history.internal.kafka.topic"] == "_cdc_schema_history.prod"
     assert config["database.include.list"] == "cdc_marker,crm,shop"
     assert config["schema.history.internal.kafka.bootstrap.servers"] == "k:9092"
+
+
+# ---- TLS to the database, SASL_SSL for the schema-history clients, secrets through the file provider ----
+
+
+def _secrets_text(settings: Settings) -> str:
+    from cdc.connectors import write_secrets
+
+    write_secrets(settings)
+    path = settings.connector_secrets_file()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    return path.read_text()
+
+
+def test_debezium_config_defaults_to_plaintext_without_tls(tmp_path: Path) -> None:
+    config = debezium_config(load_settings(), tmp_path / "s.properties")
+    assert config["database.ssl.mode"] == "disable"
+    assert not [k for k in config if k.startswith("database.ssl.") and k != "database.ssl.mode"]
+    for client in ("producer", "consumer"):
+        assert config[f"schema.history.internal.{client}.security.protocol"] == "PLAINTEXT"
+        assert not [k for k in config if k.startswith(f"schema.history.internal.{client}.sasl")]
+        assert not [k for k in config if k.startswith(f"schema.history.internal.{client}.ssl")]
+
+
+def test_debezium_config_takes_tls_to_the_database_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CDC_MARIADB__SSL_MODE", "verify-full")
+    monkeypatch.setenv("CDC_MARIADB__SSL_TRUSTSTORE", "/etc/cdc/db-truststore.p12")
+    monkeypatch.setenv("CDC_MARIADB__SSL_TRUSTSTORE_PASSWORD", SECRET + "-trust")
+    monkeypatch.setenv("CDC_MARIADB__SSL_KEYSTORE", "/etc/cdc/db-keystore.p12")
+    monkeypatch.setenv("CDC_MARIADB__SSL_KEYSTORE_PASSWORD", SECRET + "-key")
+    monkeypatch.setenv("CDC_MARIADB__DEBEZIUM_PASSWORD", SECRET)
+    settings = load_settings()
+    secrets_file = settings.connector_secrets_file()
+    config = debezium_config(settings, secrets_file)
+    assert "s3cr3t" not in json.dumps(config, ensure_ascii=False)
+    assert config["database.ssl.mode"] == "verify-full"
+    assert config["database.ssl.truststore"] == "/etc/cdc/db-truststore.p12"
+    assert config["database.ssl.truststore.password"] == f"${{file:{secrets_file}:database.ssl.truststore.password}}"
+    assert config["database.ssl.keystore"] == "/etc/cdc/db-keystore.p12"
+    assert config["database.ssl.keystore.password"] == f"${{file:{secrets_file}:database.ssl.keystore.password}}"
+    lines = _secrets_text(settings).splitlines()
+    assert f"database.ssl.truststore.password={SECRET}-trust" in lines
+    assert f"database.ssl.keystore.password={SECRET}-key" in lines
+    assert f"database.password={SECRET}" in lines
+
+
+def test_an_unknown_database_ssl_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_MARIADB__SSL_MODE", "required")  # a MySQL-connector spelling
+    with pytest.raises(ConfigError, match="mariadb.ssl_mode"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "module"),
+    [
+        ("SCRAM-SHA-512", "org.apache.kafka.common.security.scram.ScramLoginModule"),
+        ("SCRAM-SHA-256", "org.apache.kafka.common.security.scram.ScramLoginModule"),
+        ("PLAIN", "org.apache.kafka.common.security.plain.PlainLoginModule"),
+    ],
+)
+def test_debezium_config_takes_sasl_ssl_for_the_schema_history_clients(
+    monkeypatch: pytest.MonkeyPatch, mechanism: str, module: str
+) -> None:
+    monkeypatch.setenv("CDC_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CDC_KAFKA__SASL_MECHANISM", mechanism)
+    monkeypatch.setenv("CDC_KAFKA__SASL_USERNAME", "cdc-connect")
+    monkeypatch.setenv("CDC_KAFKA__SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("CDC_KAFKA__SSL_TRUSTSTORE", "/etc/cdc/kafka-ca.pem")
+    settings = load_settings()
+    secrets_file = settings.connector_secrets_file()
+    config = debezium_config(settings, secrets_file)
+    assert "s3cr3t" not in json.dumps(config, ensure_ascii=False)
+    for client in ("producer", "consumer"):
+        prefix = f"schema.history.internal.{client}."
+        assert config[prefix + "security.protocol"] == "SASL_SSL"
+        assert config[prefix + "sasl.mechanism"] == mechanism
+        assert config[prefix + "sasl.jaas.config"] == f"${{file:{secrets_file}:kafka.sasl.jaas.config}}"
+        assert config[prefix + "ssl.truststore.location"] == "/etc/cdc/kafka-ca.pem"
+        assert config[prefix + "ssl.truststore.type"] == "PEM"
+    jaas = [line for line in _secrets_text(settings).splitlines() if line.startswith("kafka.sasl.jaas.config=")]
+    assert jaas == [f'kafka.sasl.jaas.config={module} required username="cdc-connect" password="{SECRET}";']
+
+
+def test_secrets_file_values_are_escaped_for_java_properties_and_jaas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_MARIADB__DEBEZIUM_PASSWORD", 'a\\b"c d')
+    monkeypatch.setenv("CDC_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("CDC_KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("CDC_KAFKA__SASL_USERNAME", "u")
+    monkeypatch.setenv("CDC_KAFKA__SASL_PASSWORD", 'p"w\\x')
+    lines = _secrets_text(load_settings()).splitlines()
+    assert 'database.password=a\\\\b"c d' in lines  # Properties.load turns \\ into \
+    # JAAS escapes \ and " inside quotes, then Properties escapes each \ again
+    assert 'kafka.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="u" ' \
+           'password="p\\\\"w\\\\\\\\x";' in lines
+
+
+def test_a_sasl_mechanism_without_a_login_module_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CDC_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CDC_KAFKA__SASL_MECHANISM", "GSSAPI")
+    with pytest.raises(ConfigError, match="GSSAPI"):
+        debezium_config(load_settings(), tmp_path / "s.properties")
+
+
+# ---- the local Connect worker ------------------------------------------------------------------
+
+
+def _properties(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def test_the_worker_restricts_the_file_provider_to_the_secrets_folder_and_listens_on_loopback(tmp_path: Path) -> None:
+    from cdc.stack.services import Connect
+
+    settings = load_settings()
+    props = _properties(Connect(settings).worker_properties(plugin_path=tmp_path / "plugins"))
+    assert props["config.providers"] == "file"
+    assert props["config.providers.file.class"] == "org.apache.kafka.common.config.provider.FileConfigProvider"
+    assert props["config.providers.file.param.allowed.paths"] == str(settings.connector_secrets_file().parent)
+    assert props["listeners"] == "http://127.0.0.1:8083"
+    assert props["rest.advertised.host.name"] == "127.0.0.1"
+
+
+def test_the_worker_listens_on_loopback_whatever_the_connect_url_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cdc.stack.services import Connect
+
+    monkeypatch.setenv("CDC_CONNECT__URL", "http://0.0.0.0:18083")
+    props = _properties(Connect(load_settings()).worker_properties(plugin_path=tmp_path / "plugins"))
+    assert props["listeners"] == "http://127.0.0.1:18083"
