@@ -346,7 +346,7 @@ MASK = "*" * 10
 _SECRET_KEY_RE = re.compile(r"secret|passw|pwd|passphrase|token|credential|key|auth|jaas|sigv4|signature|private|(^|[._-])sas($|[._-])",
                             re.IGNORECASE)
 # ... but a path to a secret is not a secret
-_PATH_KEY_RE = re.compile(r"(_file|-file|\.file|location|_path|-path|\.path)$", re.IGNORECASE)
+_PATH_KEY_RE = re.compile(r"(_file|-file|\.file|location|_path|-path|\.path|keystore|truststore)$", re.IGNORECASE)
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 

@@ -193,3 +193,17 @@ def test_a_malformed_structured_variable_names_the_variable_and_the_form(
         load_settings()
     assert info.value.exit_code == 2
     assert str(info.value).startswith(f"invalid settings: {variable} must be {expected}")
+
+
+def test_store_paths_are_shown_and_their_passwords_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_MARIADB__SSL_KEYSTORE", "/etc/cdc/db-keystore.p12")
+    monkeypatch.setenv("CDC_MARIADB__SSL_KEYSTORE_PASSWORD", SENTINEL)
+    monkeypatch.setenv("CDC_KAFKA__SSL_TRUSTSTORE", "/etc/cdc/kafka-ca.pem")
+    monkeypatch.setenv("CDC_CATALOG__PROPERTIES", f'{{"ssl.keystore.key": "{SENTINEL}", "ssl.keystore.location": "/k.p12"}}')
+    data = masked(load_settings())
+    assert SENTINEL not in json.dumps(data)
+    assert data["mariadb"]["ssl_keystore"] == "/etc/cdc/db-keystore.p12"
+    assert data["mariadb"]["ssl_keystore_password"] == MASK
+    assert data["kafka"]["ssl_truststore"] == "/etc/cdc/kafka-ca.pem"
+    assert data["catalog"]["properties"]["ssl.keystore.key"] == MASK
+    assert data["catalog"]["properties"]["ssl.keystore.location"] == "/k.p12"
