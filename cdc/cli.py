@@ -6,22 +6,27 @@ import csv
 import io
 import json
 import logging
+import re
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from cdc.config import Settings, load_settings, masked
-from cdc.errors import CdcError, CheckFailed, ConfigError, TablesHalted
+from cdc.errors import CdcError, CheckFailed, ConfigError, ServiceError, TablesHalted
 from cdc.events.model import TableId
+from cdc.output import Format, Output
 
-out = Console(width=None if sys.stdout.isatty() else 200)
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
 F = TypeVar("F", bound=Callable[..., Any])
+# librdkafka's own log lines (every reconnect attempt); the clients' error callbacks and errors say what matters
+QUIET_LOGGERS = {"py4j": logging.WARNING, "pyiceberg": logging.WARNING, "urllib3": logging.WARNING,
+                 "mysql.connector": logging.WARNING, "cdc.librdkafka": logging.CRITICAL}
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -32,13 +37,65 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    return t
+def _out(ctx: click.Context) -> Output:
+    """The command's output (text or JSON, from `--output`), written by `main` when the command ends."""
+    obj = ctx.find_root().obj
+    if "output" not in obj:
+        obj["output"] = Output(cast(Format, obj.get("format", "text")))
+    output: Output = obj["output"]
+    return output
+
+
+def _masked_uri(uri: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", uri)
+
+
+def _catalog(s: Settings) -> Catalog:
+    """The lake's catalog; one that does not answer is a service error (exit 3), not a traceback."""
+    from cdc.lake.catalog import open_catalog
+    from cdc.retry import error_kind
+
+    try:
+        return open_catalog(s)
+    except CdcError:
+        raise
+    except Exception as exc:
+        if error_kind(exc) == "terminal":
+            raise
+        uri = _masked_uri(str(s.catalog_properties().get("uri", s.catalog.name)))
+        raise ServiceError(f"the catalog {s.catalog.name} is not reachable at {uri}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _user_tables(catalog: Catalog) -> list[TableId]:
+    from cdc.status import user_tables
+
+    return user_tables(catalog)
+
+
+def _targets(catalog: Catalog, s: Settings, tables: tuple[str, ...], all_tables: bool, what: str) -> list[TableId]:
+    """The tables a command works on, checked against the lake before anything slow starts.
+
+    A name not in the lake is a usage error (exit 2); `--all` over an empty lake is a failure (exit 1):
+    a scheduler must not see a wrong CDC_HOME or catalog as success.
+    """
+    if all_tables == bool(tables):
+        raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
+    known = _user_tables(catalog)
+    where = f"catalog {s.catalog.name} at {_masked_uri(str(s.catalog_properties().get('uri', '')))}"
+    if all_tables:
+        if not known:
+            raise CheckFailed(f"no tables in the lake to {what} ({where}): check CDC_HOME and the catalog settings")
+        return known
+    named = [_table_id(t) for t in tables]
+    missing = [str(t) for t in named if t not in known]
+    if missing:
+        raise ConfigError(f"not in the lake ({where}): {', '.join(missing)}")
+    return named
 
 
 def _table_id(text: str) -> TableId:
@@ -48,20 +105,67 @@ def _table_id(text: str) -> TableId:
         raise ConfigError(str(exc)) from exc
 
 
-@click.group()
+def _version() -> str:
+    """The installed package's version, else the checkout's pyproject.toml (the venv runs the checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cdc-lakehouse")
+    except PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        try:
+            project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+            return str(project["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)
+        ctx.find_root().obj["verbose"] = True
+        logging.getLogger().setLevel(logging.DEBUG)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+def _set_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)
+        ctx.find_root().obj["format"] = value
+
+
+def _verbose_option() -> click.Option:
+    return click.Option(["--verbose", "-v"], is_flag=True, expose_value=False, is_eager=True, callback=_set_verbose,
+                        help="Show tracebacks and debug logs.")
+
+
+def _output_option() -> click.Option:
+    return click.Option(["--output"], type=click.Choice(["text", "json"]), expose_value=False, callback=_set_format,
+                        help="text (default) or one JSON document on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="cdc", message="%(prog)s %(version)s")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("--output", "fmt", type=click.Choice(["text", "json"]), default=None,
+              help="text (default) or one JSON document on stdout, for every command that prints a table.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, fmt: str | None) -> None:
     """Change data capture from MariaDB/MySQL into Apache Iceberg."""
     ctx.ensure_object(dict)
-    ctx.obj["verbose"] = verbose
+    ctx.obj["verbose"] = ctx.obj.get("verbose", False) or verbose
+    if fmt is not None:
+        ctx.obj["format"] = fmt
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("py4j", "pyiceberg", "urllib3", "mysql.connector"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else level)
 
 
 # ------------------------------------------------------------------------------------------ stack
@@ -78,7 +182,7 @@ def stack_install(ctx: click.Context) -> None:
 
     s = _settings(ctx)
     jars.install(s.cache)
-    out.print(f"JVM artifacts ready in {s.cache}")
+    _out(ctx).message(f"JVM artifacts ready in {s.cache}")
 
 
 @stack.command("up")
@@ -90,8 +194,8 @@ def stack_up(ctx: click.Context) -> None:
     s = _settings(ctx)
     jars.install(s.cache)
     started = services.up(s)
-    out.print(f"started: {', '.join(started)}" if started else "already running")
-    _print_status(s)
+    _out(ctx).message(f"started: {', '.join(started)}" if started else "already running")
+    _print_status(_out(ctx), s)
 
 
 @stack.command("down")
@@ -101,22 +205,22 @@ def stack_down(ctx: click.Context) -> None:
     from cdc.stack import services
 
     stopped = services.down(_settings(ctx))
-    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    _out(ctx).message(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @stack.command("status")
 @click.pass_context
 def stack_status(ctx: click.Context) -> None:
     """What runs: pid, port, version, log file."""
-    _print_status(_settings(ctx))
+    _print_status(_out(ctx), _settings(ctx))
 
 
-def _print_status(s: Settings) -> None:
+def _print_status(o: Output, s: Settings) -> None:
     from cdc.stack import services
 
     rows = [(st.name, "running" if st.running else "stopped", st.pid, f"127.0.0.1:{st.port}", st.version, st.log_file)
             for st in services.status(s)]
-    out.print(_table("local stack", ["service", "state", "pid", "address", "version", "log"], rows))
+    o.table("services", "local stack", ["service", "state", "pid", "address", "version", "log"], rows)
 
 
 # ------------------------------------------------------------------------------------- connectors
@@ -132,7 +236,34 @@ def connectors_apply(ctx: click.Context) -> None:
     from cdc import connectors as c
 
     name = c.apply(_settings(ctx))
-    out.print(f"connector {name} is running")
+    _out(ctx).message(f"connector {name} is running")
+
+
+@connectors.command("status")
+@click.pass_context
+def connectors_status(ctx: click.Context) -> None:
+    """The connector's and its tasks' states (the first line of a failed one's trace); exit 1 unless all run."""
+    from cdc import connectors as c
+
+    s = _settings(ctx)
+    rows = c.task_states(s)
+    _out(ctx).table("connector", f"connector {s.connect.connector_name} at {s.connect.url}",
+                    ["name", "task", "state", "worker", "trace"], [tuple(r) for r in rows])
+    if not rows or any(r.state != "RUNNING" for r in rows):
+        raise CheckFailed(f"connector {s.connect.connector_name}: " + ("not created (run `cdc connectors apply`)" if not rows
+                          else ", ".join(f"{r.task} {r.state}" for r in rows if r.state != "RUNNING")))
+
+
+@connectors.command("restart")
+@click.pass_context
+def connectors_restart(ctx: click.Context) -> None:
+    """Restart the connector and its tasks, and wait until they run again."""
+    from cdc import connectors as c
+
+    s = _settings(ctx)
+    rows = c.restart(s)
+    _out(ctx).table("connector", f"connector {s.connect.connector_name} at {s.connect.url}",
+                    ["name", "task", "state", "worker", "trace"], [tuple(r) for r in rows])
 
 
 # ----------------------------------------------------------------------------------------- ingest
@@ -148,9 +279,12 @@ def ingest(ctx: click.Context, until_caught_up: bool) -> None:
     ingestor = Ingestor(s, open_catalog(s))
     report = ingestor.drain() if until_caught_up else ingestor.run()
     rows = [(t.table, t.changes, t.commits) for t in sorted(report.tables.values(), key=lambda r: r.table)]
-    out.print(_table("landed", ["table", "changes", "commits"], rows))
-    out.print(f"{report.messages} messages: {report.changes} changes, {report.skipped} skipped (tombstones), "
-              f"{report.dead_letters} dead letters")
+    o = _out(ctx)
+    o.table("landed", "landed", ["table", "changes", "commits"], rows)
+    o.value("totals", {"messages": report.messages, "changes": report.changes, "skipped": report.skipped,
+                       "dead_letters": report.dead_letters},
+            f"{report.messages} messages: {report.changes} changes, {report.skipped} skipped (tombstones), "
+            f"{report.dead_letters} dead letters")
     _raise_if_halted(report.halted)
 
 
@@ -177,8 +311,10 @@ def bootstrap(ctx: click.Context, table: str, buckets: int | None, rebuild: bool
     from cdc.bootstrap.snapshot import bootstrap as run
 
     tid = _table_id(table)
+    o = _out(ctx)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]} rows"),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=out) as bar:
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=o.console,
+                  disable=o.format == "json") as bar:
         task = bar.add_task(f"bootstrap {tid}", total=None, done="0", rate="")
         started = time.monotonic()
 
@@ -187,11 +323,17 @@ def bootstrap(ctx: click.Context, table: str, buckets: int | None, rebuild: bool
             bar.update(task, completed=done, total=max(total, done), done=f"{done:,}/{total:,}", rate=f"{rate:,.0f} rows/s")
 
         r = run(_settings(ctx), tid, buckets=buckets, rebuild=rebuild, chunk_rows=chunk_rows, on_progress=progress)
-    out.print(_table("bootstrap", ["table", "rows", "chunks", "seconds", "rows/s", "binlog position", "peak RSS MB", "mode"],
-                     [(r.table, r.rows, r.chunks, f"{r.seconds:.1f}", f"{r.rows_per_second:,.0f}",
-                       f"{r.binlog_file}:{r.binlog_position}", f"{r.peak_rss_mb:.0f}", "rebuild" if r.rebuilt else "new")]))
-    click.echo(f"bootstrapped {r.table}: {r.rows} rows in {r.seconds:.1f} s ({r.rows_per_second:.0f} rows/s), "
-               f"peak RSS {r.peak_rss_mb:.0f} MB, streaming takes over after {r.binlog_file}:{r.binlog_position}")
+    if o.format == "json":
+        o.table("bootstrap", "bootstrap", ["table", "rows", "chunks", "seconds", "rows_per_second", "binlog_position",
+                                           "peak_rss_mb", "mode"],
+                [(r.table, r.rows, r.chunks, round(r.seconds, 3), round(r.rows_per_second, 1), f"{r.binlog_file}:{r.binlog_position}",
+                  round(r.peak_rss_mb, 1), "rebuild" if r.rebuilt else "new")])
+        return
+    o.table("bootstrap", "bootstrap", ["table", "rows", "chunks", "seconds", "rows/s", "binlog position", "peak RSS MB", "mode"],
+            [(r.table, r.rows, r.chunks, f"{r.seconds:.1f}", f"{r.rows_per_second:,.0f}",
+              f"{r.binlog_file}:{r.binlog_position}", f"{r.peak_rss_mb:.0f}", "rebuild" if r.rebuilt else "new")])
+    o.message(f"bootstrapped {r.table}: {r.rows} rows in {r.seconds:.1f} s ({r.rows_per_second:.0f} rows/s), "
+              f"peak RSS {r.peak_rss_mb:.0f} MB, streaming takes over after {r.binlog_file}:{r.binlog_position}")
 
 
 # ------------------------------------------------------------------------------------------ merge
@@ -201,15 +343,10 @@ def bootstrap(ctx: click.Context, table: str, buckets: int | None, rebuild: bool
 @click.pass_context
 def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None:
     """Fold changelog tables into base tables with Spark MERGE INTO."""
-    from cdc.lake.catalog import lake_tables, open_catalog
-
     s = _settings(ctx)
     if all_tables == bool(tables):
         raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
-    targets = lake_tables(open_catalog(s)) if all_tables else [_table_id(t) for t in tables]
-    if not targets:
-        out.print("no tables to merge")
-        return
+    targets = _targets(_catalog(s), s, tables, all_tables, "merge")
     from cdc.spark import session
     from spark_jobs.merge import merge_table
 
@@ -219,7 +356,7 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
         r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days)
         rows.append((r.table, "up to date" if r.skipped else "merged", r.changes, r.changelog_snapshot,
                      "" if r.rows_after < 0 else r.rows_after, f"{r.seconds:.1f}"))
-    out.print(_table("merge", ["table", "result", "changes", "changelog snapshot", "rows", "seconds"], rows))
+    _out(ctx).table("merge", "merge", ["table", "result", "changes", "changelog snapshot", "rows", "seconds"], rows)
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -229,32 +366,31 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
 @click.pass_context
 def check(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None:
     """Compare lake base tables with their source tables, row for row (exit 1 on a difference)."""
-    from cdc.lake.catalog import lake_tables, open_catalog
     from cdc.verify import compare_table
 
     s = _settings(ctx)
-    catalog = open_catalog(s)
     if all_tables == bool(tables):
         raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
-    targets = lake_tables(catalog) if all_tables else [_table_id(t) for t in tables]
+    catalog = _catalog(s)
+    targets = _targets(catalog, s, tables, all_tables, "check")
     results = [compare_table(s, catalog, t) for t in targets]
-    _print_comparisons(results)
+    _print_comparisons(_out(ctx), results)
     if not all(r.equal for r in results):
         raise CheckFailed("the lake differs from the source")
 
 
-def _print_comparisons(results: Sequence[Any]) -> None:
+def _print_comparisons(o: Output, results: Sequence[Any]) -> None:
     rows = [(r.table, r.source_rows, r.lake_rows, len(r.missing_in_lake), len(r.extra_in_lake), len(r.different),
              r.duplicate_keys, "EQUAL" if r.equal else "DIFFERENT") for r in results]
-    out.print(_table("source vs lake", ["table", "source rows", "lake rows", "missing", "extra", "different",
-                                        "duplicate keys", "result"], rows))
+    o.table("comparisons", "source vs lake", ["table", "source rows", "lake rows", "missing", "extra", "different",
+                                              "duplicate keys", "result"], rows)
     for r in results:
         for src, lake in r.different[:3]:
-            out.print(f"  {r.table}: source {src}\n  {' ' * len(r.table)}  lake   {lake}")
+            o.message(f"  {r.table}: source {src}\n  {' ' * len(r.table)}  lake   {lake}")
         for row in r.missing_in_lake[:3]:
-            out.print(f"  {r.table}: missing in the lake: {row}")
+            o.message(f"  {r.table}: missing in the lake: {row}")
         for row in r.extra_in_lake[:3]:
-            out.print(f"  {r.table}: only in the lake: {row}")
+            o.message(f"  {r.table}: only in the lake: {row}")
 
 
 # -------------------------------------------------------------------------------------------- dlq
@@ -269,11 +405,10 @@ def dlq() -> None:
 def dlq_list(ctx: click.Context, limit: int) -> None:
     """Dead letters with their coordinates and reason."""
     from cdc.ingest import dlq as dead
-    from cdc.lake.catalog import open_catalog
 
-    found = dead.rows(open_catalog(_settings(ctx)), limit)
+    found = dead.rows(_catalog(_settings(ctx)), limit)
     cols = ["topic", "partition", "offset", "source_table", "error_class", "message", "first_seen"]
-    out.print(_table(f"dead letters ({len(found)} shown)", cols, [[r[c] for c in cols] for r in found]))
+    _out(ctx).table("dead_letters", f"dead letters ({len(found)} shown)", cols, [[r[c] for c in cols] for r in found])
 
 
 @dlq.command("replay")
@@ -281,12 +416,11 @@ def dlq_list(ctx: click.Context, limit: int) -> None:
 def dlq_replay(ctx: click.Context) -> None:
     """Decode every dead letter again; land those that decode now and remove them from the table."""
     from cdc.ingest.replay import replay
-    from cdc.lake.catalog import open_catalog
 
     s = _settings(ctx)
-    r = replay(s, open_catalog(s))
-    out.print(_table("replay", ["examined", "landed", "skipped", "still failing"],
-                     [(r.examined, r.landed, r.skipped, r.still_failing)]))
+    r = replay(s, _catalog(s))
+    _out(ctx).table("replay", "replay", ["examined", "landed", "skipped", "still failing"],
+                    [(r.examined, r.landed, r.skipped, r.still_failing)])
 
 
 # -------------------------------------------------------------------------------------------- sql
@@ -308,7 +442,7 @@ def sql(ctx: click.Context, query: str, fmt: str) -> None:
         writer.writerows(rows)
         click.echo(buf.getvalue(), nl=False)
     else:
-        out.print(_table("", columns, rows))
+        _out(ctx).table("rows", "", columns, rows)
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -323,7 +457,7 @@ def config() -> None:
 def config_show(ctx: click.Context, as_json: bool) -> None:
     """The resolved settings, secrets masked."""
     data = masked(_settings(ctx))
-    if as_json:
+    if as_json or _out(ctx).format == "json":
         click.echo(json.dumps(data, indent=2))
         return
     rows: list[tuple[str, str]] = []
@@ -336,7 +470,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
             rows.append((prefix, json.dumps(value) if not isinstance(value, str) else value))
 
     walk("", data)
-    out.print(_table("settings", ["key", "value"], rows))
+    _out(ctx).table("settings", "settings", ["key", "value"], rows)
 
 
 # ----------------------------------------------------------------------------------------- status
@@ -347,12 +481,17 @@ def status(ctx: click.Context) -> None:
     from cdc.status import table_status
 
     s = _settings(ctx)
-    rows, dead, halted = table_status(s)
-    out.print(_table("tables", ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge",
-                                "unmerged"], rows))
-    out.print(f"dead letters: {dead}")
-    for h in halted:
-        out.print(f"halted: {h.db}.{h.table} since {h.since}: {h.reason}\n  remedy: {h.remedy}", markup=False)
+    rows, dead, halted = table_status(s, _catalog(s))
+    o = _out(ctx)
+    o.table("tables", "tables", ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge",
+                                 "unmerged"], rows)
+    o.value("dead_letters", dead, f"dead letters: {dead}")
+    if o.format == "json":
+        o.value("halted", [{"table": f"{h.db}.{h.table}", "since": h.since, "reason": h.reason, "remedy": h.remedy}
+                           for h in halted], "")
+    else:
+        for h in halted:
+            o.message(f"halted: {h.db}.{h.table} since {h.since}: {h.reason}\n  remedy: {h.remedy}")
     _raise_if_halted({f"{h.db}.{h.table}": h.reason for h in halted})
 
 
@@ -365,32 +504,58 @@ def demo(ctx: click.Context, transactions: int, yes: bool) -> None:
     """The whole flow on the local stack with a sample shop database."""
     from cdc import demo as d
 
-    results, _ = d.run(_settings(ctx), progress=lambda m: out.print(f"[bold]>[/bold] {m}"), transactions=transactions, yes=yes)
-    _print_comparisons(results)
+    o = _out(ctx)
+    results, _ = d.run(_settings(ctx), progress=lambda m: o.message(f"> {m}"), transactions=transactions, yes=yes)
+    _print_comparisons(o, results)
     if not all(r.equal for r in results):
         raise CheckFailed("the lake differs from the source")
-    out.print("[green]every table in the lake equals its source[/green]")
+    o.message("every table in the lake equals its source")
+
+
+def _add_common_options(group: click.Group) -> None:
+    """`-v/--verbose` after the sub-command too, and `--output` on every command but `sql` (it has `--format`)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _add_common_options(command)
+            continue
+        command.params.append(_verbose_option())
+        if command.name != "sql":
+            command.params.append(_output_option())
+
+
+_add_common_options(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one clear line per failure, exit codes 0/1/2/3."""
-    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    """Entry point: one clear line per failure, exit codes 0/1/2/3/4."""
+    args = sys.argv[1:] if argv is None else argv
+    obj: dict[str, Any] = {}
+    code = 0
     try:
-        cli.main(args=argv, standalone_mode=False, obj={})
+        code = cli.main(args=args, standalone_mode=False, obj=obj) or 0
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {exc.format_message().rstrip('.')} (see cdc -h)", err=True)
         sys.exit(2)
     except CdcError as exc:
-        if verbose:
+        if exc.exit_code == 1 and "output" in obj:
+            obj["output"].close()  # a failed check still reports what it found
+        if obj.get("verbose") or "--verbose" in args or "-v" in args:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the one place that turns anything into one line
-        if verbose:
+        from cdc.retry import error_kind
+
+        if obj.get("verbose") or "--verbose" in args or "-v" in args:
             traceback.print_exc()
-        click.echo(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
+        if error_kind(exc) == "transient":  # a service (catalog database, object store, network) did not answer
+            click.echo(f"error: a service did not answer: {type(exc).__name__}: {_first_line(exc)}", err=True)
+            sys.exit(3)
+        click.echo(f"error: {type(exc).__name__}: {_first_line(exc)} (run with --verbose for the traceback)", err=True)
         sys.exit(4)
-    sys.exit(0)
+    if "output" in obj:
+        obj["output"].close()
+    sys.exit(code)

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cdc.config import Settings
 from cdc.errors import ConfigError, ServiceError, TransientError
@@ -182,6 +182,59 @@ def connector_state(settings: Settings) -> dict[str, Any] | None:
             return None
         raise
     return status if isinstance(status, dict) else None
+
+
+class TaskState(NamedTuple):
+    """One line of `cdc connectors status`: the connector itself (task "connector") or one of its tasks."""
+
+    name: str
+    task: str
+    state: str
+    worker: str
+    trace: str  # the first line of a failed one's trace
+
+
+def task_states(settings: Settings) -> list[TaskState]:
+    """The connector's and its tasks' states from Connect's REST API; empty when the connector does not exist."""
+    status = connector_state(settings)
+    if status is None:
+        return []
+    name = str(status.get("name", settings.connect.connector_name))
+
+    def row(task: str, doc: dict[str, Any]) -> TaskState:
+        trace = str(doc.get("trace") or "").strip()
+        return TaskState(name, task, str(doc.get("state", "UNKNOWN")), str(doc.get("worker_id", "")),
+                         trace.splitlines()[0] if trace else "")
+
+    tasks = sorted(status.get("tasks", []), key=lambda t: int(t.get("id", 0)))
+    return [row("connector", status.get("connector", {})), *(row(str(t.get("id")), t) for t in tasks)]
+
+
+def wait_running(settings: Settings, timeout: float = 90.0) -> list[TaskState]:
+    """Wait until the connector and every task run; a FAILED one is a `ServiceError` naming its trace's first line."""
+    name = settings.connect.connector_name
+    deadline = time.monotonic() + timeout
+    rows: list[TaskState] = []
+    while time.monotonic() < deadline:
+        rows = task_states(settings)
+        failed = [r for r in rows if r.state == "FAILED"]
+        if failed:
+            raise ServiceError(f"connector {name} {failed[0].task} failed: {failed[0].trace or 'no trace'} (see the Connect worker's log)")
+        if len(rows) > 1 and all(r.state == "RUNNING" for r in rows):
+            return rows
+        time.sleep(1)
+    states = ", ".join(f"{r.task} {r.state}" for r in rows) or "not found"
+    raise ServiceError(f"connector {name} did not reach RUNNING within {timeout:.0f} s ({states}; see the Connect worker's log)")
+
+
+def restart(settings: Settings, timeout: float = 90.0) -> list[TaskState]:
+    """Restart the connector and all its tasks, and wait until they run again."""
+    name = settings.connect.connector_name
+    if connector_state(settings) is None:
+        raise ServiceError(f"connector {name} does not exist at {settings.connect.url}: run `cdc connectors apply`")
+    _request(f"{settings.connect.url}/connectors/{name}/restart?includeTasks=true&onlyFailed=false", "POST")
+    log.info("connector %s: restart requested", name)
+    return wait_running(settings, timeout)
 
 
 def apply(settings: Settings, timeout: float = 90.0) -> str:

@@ -6,10 +6,13 @@ import datetime as dt
 import json
 from typing import Any
 
+from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 
 from cdc.config import Settings
+from cdc.events.model import TableId
 from cdc.ingest import dlq
+from cdc.ingest.capture import MARKER_DB
 from cdc.lake import catalog as lake, state
 
 
@@ -26,11 +29,18 @@ def _rows(table: Any) -> int:
     return int(snap.summary.additional_properties.get("total-records", "0"))
 
 
-def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int, list[state.Halted]]:
-    catalog = lake.open_catalog(settings)
+def user_tables(catalog: Catalog) -> list[TableId]:
+    """The captured source tables that have lake tables, without the internal marker database."""
+    return [t for t in lake.lake_tables(catalog) if t.db != MARKER_DB]
+
+
+def table_status(settings: Settings, catalog: Catalog | None = None) -> tuple[list[tuple[Any, ...]], int, list[state.Halted]]:
+    """Rows for `cdc status` (one per user table), the dead-letter count, and the halted tables."""
+    catalog = catalog if catalog is not None else lake.open_catalog(settings)
     rows: list[tuple[Any, ...]] = []
-    halted = state.halted_tables(catalog)
-    for table in lake.lake_tables(catalog):
+    halted = {t: h for t, h in state.halted_tables(catalog).items() if t.db != MARKER_DB}
+    known = user_tables(catalog)
+    for table in known:
         changelog = catalog.load_table(lake.changelog_name(table))
         offsets = lake.committed_offsets(changelog)
         cl_snap = changelog.current_snapshot()
@@ -62,7 +72,6 @@ def table_status(settings: Settings) -> tuple[list[tuple[Any, ...]], int, list[s
             _when(merged_at),
             unmerged,
         ))
-    known = set(lake.lake_tables(catalog))
-    for table in sorted(set(halted) - known, key=str):  # halted before its lake tables were created
+    for table in sorted(set(halted) - set(known), key=str):  # halted before its lake tables were created
         rows.append((str(table), "halted", "-", "-", "-", "-", "-", "-"))
     return rows, dlq.count(catalog), sorted(halted.values(), key=lambda h: (h.db, h.table))

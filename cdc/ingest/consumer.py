@@ -89,8 +89,14 @@ class Ingestor:
             "fetch.max.bytes": 64 * 1024 * 1024,
             "topic.metadata.refresh.interval.ms": 5_000,
             "error_cb": self._on_error,
+            "logger": logging.getLogger("cdc.librdkafka"),  # librdkafka's log lines through `logging`, not stderr
         }
         self.consumer = Consumer(conf)
+        try:  # a broker that does not answer is one clear error, before any work starts
+            self.consumer.list_topics(timeout=5)
+        except KafkaException as exc:
+            self.consumer.close()
+            raise ServiceError(f"Kafka is not reachable at {settings.kafka.bootstrap_servers}: {exc.args[0].str()}") from exc
 
     # ------------------------------------------------------------------ where to start, from the lake
     def plan(self, parts: list[Part]) -> dict[Part, int | None]:

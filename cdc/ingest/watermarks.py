@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from confluent_kafka import Consumer, TopicPartition
@@ -13,7 +14,8 @@ from cdc.errors import ServiceError
 def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
     """`{partition: (low, high)}`; empty when the topic does not exist (yet)."""
     consumer = Consumer({**settings.kafka.client_config(), "group.id": f"cdc-watermarks-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "allow.auto.create.topics": False})
+                         "enable.auto.commit": False, "allow.auto.create.topics": False,
+                         "logger": logging.getLogger("cdc.librdkafka")})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:

@@ -135,6 +135,58 @@ def assert_oracle(settings: Settings, spark: Any, db: str, tables: Sequence[str]
                     assert after.get(topic, {}).get(p, o) >= o, f"{table}: recorded offsets went backwards"
 
 
+class Watched:
+    """A process started by `cdc_process` whose output a reader thread collects line by line as it
+    comes, so a test can wait for a log line and act right after it, without blocking on the pipe."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.lines: list[tuple[float, str]] = []  # (time.monotonic() when read, line)
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            with self._lock:
+                self.lines.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(line for _, line in self.lines)
+
+    def wait_for(self, match: Any, timeout: float) -> tuple[float, str]:
+        """The first line (read so far or later) for which `match(line)` is true, with the time it was read."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            with self._lock:
+                fresh = self.lines[seen:]
+            for at, line in fresh:
+                if match(line):
+                    return at, line
+            seen += len(fresh)
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"exited with {self.proc.returncode} before the line came:\n{self.text[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such line within {timeout:.0f} s:\n{self.text[-3000:]}")
+            time.sleep(0.02)
+
+    def kill(self, sig: int = signal.SIGKILL) -> str:
+        """Signal the process group, wait for the process and the end of its output; returns the output."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=120)
+        self._reader.join(timeout=120)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.text
+
+
 def live_group_members(pgid: int) -> list[int]:
     """Processes of process group `pgid` that are alive (not zombies), from /proc."""
     members = []

@@ -29,6 +29,8 @@ from cdc.stack import services
 from cdc.stack.process import alive
 from spark_jobs.merge import merge_table
 from tests.e2e.faults_support import (
+    TABLES,
+    Watched,
     Writer,
     assert_oracle,
     cdc_process,
@@ -95,17 +97,45 @@ def test_commit_that_raises_although_it_succeeded_is_reconciled(stack: Settings,
 
 
 def test_sigkill_at_twenty_random_moments(stack: Settings, spark: Any) -> None:
-    """Issue 4: kill -9 the consumer 20 times during a continuous workload, restarting it each time."""
+    """Issue 4: kill -9 the consumer 20 times during a continuous workload, restarting it each time. Every
+    kill hits a consumer that holds this test's partitions and has landed a commit of this test's tables
+    since it started: it dies at a random moment shortly after such a commit, landing the next flush or
+    about to. Its own group and a 6 s session: a dead member blocks the next assignment only that long."""
     db = _db()
     create_tables(stack, db)
     rng = random.Random(20)
+    env = {**FAST_FLUSH, "CDC_INGEST__SESSION_TIMEOUT_MS": "6000", "CDC_KAFKA__GROUP_ID": f"g-{db}"}
+    topics = [f"{stack.connect.topic_prefix}.{db}.{t}" for t in TABLES]
+    kills: list[tuple[float, float, str]] = []  # per kill: s from start to assignment, s from the landing to the kill, the line
     with Writer(stack, db, seed=21):
         for _ in range(20):
-            proc = cdc_process(["ingest"], **FAST_FLUSH)
-            time.sleep(rng.uniform(1.5, 4.0))
-            assert proc.poll() is None, kill(proc).decode(errors="replace")[-2000:]
-            kill(proc)
+            started = time.monotonic()
+            consumer = Watched(cdc_process(["ingest"], **env))
+            try:
+                assigned_at = max(consumer.wait_for(_assigned(topic), timeout=60)[0] for topic in topics)
+                landed_at, landed = consumer.wait_for(_landed(db), timeout=60)
+                time.sleep(rng.uniform(0.0, 1.0))
+                alive = consumer.proc.poll() is None
+                killed_at = time.monotonic()
+            finally:
+                out = consumer.kill()
+            assert alive, out[-3000:]
+            assert consumer.proc.returncode == -signal.SIGKILL, out[-3000:]
+            assert landed_at >= assigned_at, out[-3000:]
+            assert killed_at - landed_at < 1.5, (landed, out[-3000:])  # shortly after a commit: landing, or about to
+            kills.append((assigned_at - started, killed_at - landed_at, landed))
+    print("\n".join(f"assigned after {a:4.1f} s, killed {k:4.2f} s after: {line}" for a, k, line in kills))
+    assert len(kills) == 20
     assert_oracle(stack, spark, db)
+
+
+def _assigned(topic: str) -> Any:
+    return lambda line: f"assigned {topic}[" in line and "starting at offset" in line
+
+
+def _landed(db: str) -> Any:
+    """A commit of one of the test's tables: `<db>.<table>: landed N changes, up to <topic>[<p>]@<offset>`."""
+    return lambda line: f" {db}." in line and ": landed " in line and " changes, up to " in line
 
 
 def test_two_consumers_in_one_group_one_killed(stack: Settings, spark: Any) -> None:
