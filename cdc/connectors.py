@@ -234,6 +234,10 @@ def restart(settings: Settings, timeout: float = 90.0) -> list[TaskState]:
         raise ServiceError(f"connector {name} does not exist at {settings.connect.url}: run `cdc connectors apply`")
     _request(f"{settings.connect.url}/connectors/{name}/restart?includeTasks=true&onlyFailed=false", "POST")
     log.info("connector %s: restart requested", name)
+    # the status topic shows RESTARTING a moment after the request: until then RUNNING is the old state
+    settle = time.monotonic() + min(10.0, timeout / 3)
+    while time.monotonic() < settle and all(r.state == "RUNNING" for r in task_states(settings)):
+        time.sleep(0.2)
     return wait_running(settings, timeout)
 
 
