@@ -59,6 +59,19 @@ class IngestReport:
 Part = tuple[str, int]
 
 
+def require_broker(settings: Settings, timeout: float = 5.0) -> None:
+    """A broker that does not answer is one clear error before any work starts (a probe client without
+    error callbacks: librdkafka's reconnect errors go to the `cdc.librdkafka` logger only)."""
+    probe = Consumer({**settings.kafka.client_config(), "group.id": "cdc-probe", "enable.auto.commit": False,
+                      "logger": logging.getLogger("cdc.librdkafka")})
+    try:
+        probe.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ServiceError(f"Kafka is not reachable at {settings.kafka.bootstrap_servers}: {exc.args[0].str()}") from exc
+    finally:
+        probe.close()
+
+
 class Ingestor:
     """One consumer process. `run()` until stopped, or `drain()` to the end offsets seen at start."""
 
@@ -91,12 +104,8 @@ class Ingestor:
             "error_cb": self._on_error,
             "logger": logging.getLogger("cdc.librdkafka"),  # librdkafka's log lines through `logging`, not stderr
         }
+        require_broker(settings)
         self.consumer = Consumer(conf)
-        try:  # a broker that does not answer is one clear error, before any work starts
-            self.consumer.list_topics(timeout=5)
-        except KafkaException as exc:
-            self.consumer.close()
-            raise ServiceError(f"Kafka is not reachable at {settings.kafka.bootstrap_servers}: {exc.args[0].str()}") from exc
 
     # ------------------------------------------------------------------ where to start, from the lake
     def plan(self, parts: list[Part]) -> dict[Part, int | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -27,9 +28,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `cdc` in-process; capfd also catches what C libraries (librdkafka) write to the file descriptors."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
+    """Run `cdc` in-process; capfd also catches what C libraries (librdkafka) write to the file descriptors.
+
+    As in a real process, `cdc`'s logging.basicConfig writes log lines to stderr (pytest's own handler on the
+    root logger would make it a no-op and swallow them).
+    """
+    root = logging.getLogger()
+    handlers = root.handlers
+    root.handlers = []
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+    finally:
+        root.handlers = handlers
     captured = capfd.readouterr()
     return int(exit_info.value.code or 0), captured.out, captured.err
 
