@@ -44,7 +44,7 @@ from cdc.lake.contract import (  # dependency-free: ship it with --py-files
 log = logging.getLogger("spark_jobs.merge")
 
 FAULT_POINT_ENV = "CDC_FAULT_POINT"
-AFTER_FLOOR = "merge-after-floor"  # the truncate floor property is committed, its DELETE has not run
+AFTER_FLOOR = "merge-after-floor"  # the truncate floor property is committed; the MERGE that deletes below it has not run
 AFTER_TOMBSTONES = "merge-after-tombstones"  # tombstones committed, the base MERGE not started
 IN_MERGE = "merge-in-merge"  # a Spark job of the base MERGE is running; the MERGE has not committed
 
@@ -152,7 +152,7 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     changes.createOrReplaceTempView(SOURCE_VIEW)
     base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (q.SEQ, q.SOURCE_TS)]
     plan = q.MergePlan(base, tombstones, SOURCE_VIEW, key, tuple(base_cols))
-    floor = _truncate_floor(spark, base, f"{db}.{table}")
+    floor, purge = _truncate_floor(spark, base, f"{db}.{table}")
     latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
     try:
@@ -161,9 +161,10 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         spark.sql(q.tombstones_sql(plan))
         _fault(AFTER_TOMBSTONES)
         spark.conf.set(conf_key, str(upto))
-        log.info("merge %s.%s: MERGE started (changelog snapshot %s)", db, table, upto)
+        log.info("merge %s.%s: MERGE started (changelog snapshot %s)%s", db, table, upto,
+                 f", deleting the rows below the truncate floor {floor}" if purge else "")
         with _KillInMerge(spark):
-            spark.sql(q.merge_sql(plan))
+            spark.sql(q.merge_sql(plan, purge_below=floor if purge else None))
         if _merged_upto(spark, base) != upto:
             # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
             spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
@@ -180,12 +181,12 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     return result
 
 
-def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> int | None:
-    """The newest truncate's position: persisted on the table, raised by a truncate in this slice.
+def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> tuple[int | None, bool]:
+    """The newest truncate's position (persisted on the table, raised by a truncate in this slice), and
+    whether base rows below it remain: the MERGE then deletes them in its own commit.
 
-    While a floor stands, every run deletes the base rows below it (one pruned probe when there are
-    none): a run killed between recording the floor and its DELETE leaves them, and the next run
-    finds the floor already recorded, so "delete when the floor rises" would never remove them.
+    Checked on every run while a floor stands (one probe, pruned by the files' `_seq` bounds): a run
+    killed after recording the floor leaves the rows, and the next run finds the floor already recorded.
     """
     recorded = _table_property(spark, base, TRUNCATED_BEFORE)
     floor = int(recorded) if recorded else None
@@ -195,10 +196,8 @@ def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) 
         spark.sql(q.set_property_sql(base, TRUNCATED_BEFORE, str(floor)))
         log.info("merge %s: truncate floor recorded at _seq %d", name, floor)
         _fault(AFTER_FLOOR)
-    if floor is not None and spark.sql(q.below_floor_sql(base, floor)).collect():
-        spark.sql(q.truncate_sql(base, floor))
-        log.info("merge %s: deleted the rows below the truncate floor %d", name, floor)
-    return floor
+    purge = floor is not None and bool(spark.sql(q.below_floor_sql(base, floor)).collect())
+    return floor, purge
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,8 +88,12 @@ def expire_tombstones_sql(plan: MergePlan, days: int) -> str:
     return f"DELETE FROM {qualified(*plan.tombstones)} WHERE {quote(SOURCE_TS)} < current_timestamp() - INTERVAL {int(days)} DAYS"
 
 
-def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW) -> str:
-    """MERGE INTO the base table from the latest change per key, unless a newer tombstone stands."""
+def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int | None = None) -> str:
+    """MERGE INTO the base table from the latest change per key, unless a newer tombstone stands.
+
+    `purge_below`: a truncate floor with rows still below it; they are deleted in the same commit
+    (one publish: `main` never shows the truncate without the changes that follow it).
+    """
     target = qualified(*plan.target)
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
     all_cols = (*plan.columns, SEQ, SOURCE_TS)
@@ -109,17 +113,13 @@ def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW) -> str:
         f"WHEN MATCHED AND s.{quote(OP)} = 'd' AND {newer} THEN DELETE\n"
         f"WHEN MATCHED AND s.{quote(OP)} <> 'd' AND {newer} THEN UPDATE SET {assignments}\n"
         f"WHEN NOT MATCHED AND s.{quote(OP)} <> 'd' THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+        + (f"\nWHEN NOT MATCHED BY SOURCE AND t.{quote(SEQ)} < {int(purge_below)} THEN DELETE" if purge_below is not None else "")
     )
 
 
 def truncate_seq_sql(source_view: str) -> str:
     """The position of the newest truncate in the slice (NULL when there is none)."""
     return f"SELECT MAX({quote(SEQ)}) AS seq FROM {quote(source_view)} WHERE {quote(OP)} = 't'"
-
-
-def truncate_sql(target: Sequence[str], seq: int) -> str:
-    """Remove every row whose last change is older than a truncate at `seq`."""
-    return f"DELETE FROM {qualified(*target)} WHERE {quote(SEQ)} < {int(seq)}"
 
 
 def below_floor_sql(target: Sequence[str], seq: int) -> str:

@@ -3,6 +3,7 @@ source == base row for row, no change landed twice, recorded offsets never go ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -207,8 +208,9 @@ def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any, p
     """Row 8: kill -9 `cdc merge` (its process group: driver and Spark JVM) at a named fault point of the
     merge job, then re-run the merge. `merge-after-tombstones`: the tombstones committed, the base MERGE
     not started. `merge-in-merge`: while a Spark job of the base MERGE runs. `merge-after-floor`: a
-    TRUNCATE's floor is recorded on the table, its DELETE has not run. Each time `main` is unchanged
-    after the kill, and the re-run makes source == base."""
+    TRUNCATE's floor is recorded on the table, the rows below it are not deleted yet. Each time `main` is
+    unchanged after the kill, and the re-run publishes once (one commit with its bookkeeping) and makes
+    source == base."""
     from cdc.lake.contract import TRUNCATED_BEFORE
 
     db = _db()
@@ -249,8 +251,12 @@ def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any, p
         floor = int(base.properties[TRUNCATED_BEFORE])
         assert any(s < floor for s in _seqs(base)), "no row below the recorded floor: the kill missed the window"
     assert_oracle(stack, spark, db, ("a",))  # the re-run (in this process) folds everything in, once
+    base = lake.open_catalog(stack).load_table(lake.base_name(table))
+    published = list(itertools.takewhile(lambda snap: snap.snapshot_id != before, lake.ancestors(base)))
+    assert len(published) == 1, [snap.summary for snap in published]
+    assert lake.MERGED_UPTO in published[0].summary.additional_properties
     if point == "merge-after-floor":
-        assert all(s >= floor for s in _seqs(lake.open_catalog(stack).load_table(lake.base_name(table))))
+        assert all(s >= floor for s in _seqs(base))
 
 
 def _truncate(settings: Settings, db: str, table: str) -> None:

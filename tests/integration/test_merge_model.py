@@ -176,6 +176,19 @@ def test_a_truncate_holds_against_older_changes_replayed_later(model_lake: Setti
     assert land_and_merge(model_lake, spark, f"t{next(_names)}", batches) == expected
 
 
+def test_a_truncate_of_merged_rows_publishes_once(model_lake: Settings, spark: Any) -> None:
+    """Rows merged before a truncate go in the same commit as the changes after it: `main` never shows one without the other."""
+    changes, expected = history([("upsert", 1, 1), ("upsert", 2, 2), ("truncate", 0, 0), ("upsert", 3, 3), ("upsert", 1, 4)])
+    assert expected == {3: {"id": 3, "v": 3, "s": None}, 1: {"id": 1, "v": 4, "s": "s4"}}
+    table = f"t{next(_names)}"
+    assert land_and_merge(model_lake, spark, table, [[(0, changes[0]), (1, changes[1])]]) == {1: changes[0].row, 2: changes[1].row}
+    base = lake.open_catalog(model_lake).load_table(lake.base_name(TableId(DB, table)))
+    before = base.current_snapshot().snapshot_id
+    assert land_and_merge(model_lake, spark, table, [[(2, changes[2]), (3, changes[3]), (4, changes[4])]]) == expected
+    published = list(itertools.takewhile(lambda snap: snap.snapshot_id != before, lake.ancestors(base.refresh())))
+    assert len(published) == 1, [snap.summary for snap in published]
+
+
 @pytest.mark.parametrize("bootstrapped", [False, True])
 def test_a_truncate_as_a_tables_first_event(model_lake: Settings, spark: Any, bootstrapped: bool) -> None:
     """A truncate before the table's first change: without lake tables the landing skips it (nothing to

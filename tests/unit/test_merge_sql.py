@@ -18,7 +18,6 @@ from spark_jobs.merge_sql import (
     set_property_sql,
     tombstones_sql,
     truncate_seq_sql,
-    truncate_sql,
 )
 
 TARGET = ("lake", "probe", "t")
@@ -141,7 +140,7 @@ def test_hostile_names_stay_inside_their_quotes() -> None:
     assert skeleton(tombstones_sql(hostile)) == skeleton(tombstones_sql(plain))
     assert "`k``) OR 1=1 --`" in sql
     assert "DROP" not in skeleton(sql)
-    assert skeleton(truncate_sql(hostile.target, 3)) == skeleton(truncate_sql(plain.target, 3))
+    assert skeleton(merge_sql(hostile, purge_below=3)) == skeleton(merge_sql(plain, purge_below=3))
 
 
 @pytest.mark.parametrize(
@@ -170,13 +169,16 @@ def test_merge_plan_refuses_a_bad_target_or_view() -> None:
 # ---- truncate and bookkeeping ----------------------------------------------------------------------
 
 
-def test_truncate_sql() -> None:
-    assert truncate_sql(TARGET, 10**37 + 5) == ("DELETE FROM `lake`.`probe`.`t` WHERE `_seq` < 10000000000000000000000000000000000005")
+def test_merge_deletes_the_rows_below_a_truncate_floor_in_the_same_commit() -> None:
+    sql = merge_sql(PLAN, purge_below=10**37 + 5)
+    assert sql.startswith(merge_sql(PLAN) + "\n")  # the same MERGE, one more clause
+    assert sql.split("\n")[-1] == "WHEN NOT MATCHED BY SOURCE AND t.`_seq` < 10000000000000000000000000000000000005 THEN DELETE"
+    assert "NOT MATCHED BY SOURCE" not in merge_sql(PLAN)
 
 
-def test_truncate_sql_takes_only_an_integer_position() -> None:
+def test_the_truncate_floor_is_only_an_integer_position() -> None:
     with pytest.raises(ValueError, match="invalid literal"):
-        truncate_sql(TARGET, "1 OR 1=1")  # type: ignore[arg-type]
+        merge_sql(PLAN, purge_below="1 OR 1=1")  # type: ignore[arg-type]
 
 
 def test_below_floor_sql_probes_for_one_row_under_the_floor() -> None:
