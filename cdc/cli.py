@@ -273,10 +273,9 @@ def connectors_restart(ctx: click.Context) -> None:
 def ingest(ctx: click.Context, until_caught_up: bool) -> None:
     """Land change events from Kafka into the Iceberg changelog tables."""
     from cdc.ingest.consumer import Ingestor
-    from cdc.lake.catalog import open_catalog
 
     s = _settings(ctx)
-    ingestor = Ingestor(s, open_catalog(s))
+    ingestor = Ingestor.open(s)
     report = ingestor.drain() if until_caught_up else ingestor.run()
     rows = [(t.table, t.changes, t.commits) for t in sorted(report.tables.values(), key=lambda r: r.table)]
     o = _out(ctx)

@@ -28,7 +28,7 @@ class ServiceError(CdcError):
 
 
 class TransientError(CdcError):
-    """Worth retrying with backoff (a commit conflict, a catalog that is briefly away)."""
+    """Worth retrying with backoff (a service briefly away); `cdc.retry.error_kind` sorts every error."""
 
 
 class CheckFailed(CdcError):

@@ -34,16 +34,16 @@ from cdc.errors import ConfigError
 from cdc.events.model import ColumnType, Kind, TableId
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
 from cdc.ingest.capture import CaptureRules, unsupported_name
+from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import anchor_bootstrap
-from cdc.ingest.watermarks import watermarks
+from cdc.ingest.watermarks import topic_ids, watermarks
 from cdc.lake import catalog as lake
-from cdc.lake.contract import reserved_name
+from cdc.lake.contract import BOOTSTRAP_POSITION, reserved_name
 from cdc.retry import RetryPolicy, retrying
 from cdc.source import connect, quote_ident
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_POSITION = "cdc.bootstrap-position"
 ASSUMED_ROWS_PER_SECOND = 5_000  # conservative, for the binlog-retention check
 
 
@@ -255,7 +255,8 @@ def bootstrap(
     # the seam in Kafka: every message at or after these offsets was written after the snapshot's
     # position or is older than it (and loses to the snapshot rows); read before the snapshot is taken
     rules = CaptureRules.from_settings(settings)
-    anchor = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
+    anchor = _shared_topic_floor(settings, catalog, rules, table,
+                                 {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()})
     base = catalog.load_table(lake.base_name(table))
     arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in base.schema().as_arrow()])
     lake_names = [f.name for f in base.schema().fields]
@@ -313,9 +314,37 @@ def bootstrap(
     policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
     _publish(catalog, table, branch, properties, rows_done, policy)
     high_now = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
-    anchor_bootstrap(catalog, rules, table, anchor, high_now, policy)
+    topic = rules.topic(table)
+    anchor_bootstrap(catalog, rules, table, anchor, high_now, topic_ids(settings, [topic]).get(topic), policy)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
+
+
+def _shared_topic_floor(settings: Settings, catalog: Catalog, rules: CaptureRules, table: TableId,
+                        anchor: dict[int, int]) -> dict[int, int]:
+    """The anchor, lowered where the topic is shared: Debezium's topic names merge tables whose names
+    differ only in characters it replaces (`a b`, `a_b`), and the anchor must not skip the other
+    tables' messages that are not landed yet."""
+    topic = rules.topic(table)
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'")
+        siblings = [TableId(str(d), str(t)) for d, t in cur.fetchall()]
+    finally:
+        conn.close()
+    siblings = [t for t in siblings if t != table and rules.topic(t) == topic and rules.captured(t)]
+    if not siblings:
+        return anchor
+    floor = dict(anchor)
+    for sibling in siblings:
+        recorded: dict[int, int] = {}
+        if catalog.table_exists(lake.changelog_name(sibling)):
+            recorded = landed_offsets(catalog.load_table(lake.changelog_name(sibling))).get(topic, {})
+        for p in floor:
+            floor[p] = min(floor[p], recorded.get(p, 0))  # nothing recorded: from the topic's start
+    log.info("%s shares its topic with %s: streaming takes over at %s, not %s", table, siblings, floor, anchor)
+    return floor
 
 
 def _ensure_captured(settings: Settings, catalog: Catalog, table: TableId) -> None:

@@ -31,13 +31,23 @@ class Sink(Protocol):
 
     def load(self) -> Table: ...
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
-        """Append `rows` in one snapshot recording `offsets`."""
+    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
+        """Append `rows` in one snapshot recording `offsets` and the ids of their topics."""
+
+
+def _summaries(table: Table) -> list[dict[str, str] | None]:
+    return [s.summary.additional_properties if s.summary is not None else None for s in ancestors(table)]
 
 
 def landed_offsets(table: Table) -> off.Offsets:
     """The offsets a table's newest landing commit recorded (read through its ancestry)."""
-    return off.recorded(s.summary.additional_properties if s.summary is not None else None for s in ancestors(table))
+    return off.recorded(_summaries(table))
+
+
+def landed_state(table: Table) -> tuple[off.Offsets, dict[str, str]]:
+    """The offsets and topic ids of the table's newest landing commit."""
+    summaries = _summaries(table)
+    return off.recorded(summaries), off.recorded_ids(summaries)
 
 
 def append_once(
@@ -47,18 +57,23 @@ def append_once(
     offsets: off.Offsets,
     policy: RetryPolicy,
     replay: bool = False,
+    topic_ids: dict[str, str] | None = None,
 ) -> int:
     """Land the rows (one per entry of `coordinates`) not landed yet; returns how many this call landed.
 
     `replay` lands rows below the recorded offsets on purpose (dead letters replayed after a fix).
+    `topic_ids`: the current id of each topic; offsets recorded for an earlier topic of the same name
+    (deleted and recreated) filter nothing and are replaced.
     """
+    current = topic_ids or {}
     attempts = 0
 
     def attempt() -> int:
         nonlocal attempts
         attempts += 1
         table = sink.load()
-        landed = landed_offsets(table)
+        landed, landed_ids = landed_state(table)
+        landed = {t: o for t, o in landed.items() if not off.other_incarnation(landed_ids, current, t)}
         keep = [True] * len(coordinates) if replay else off.not_landed(coordinates, lambda c: c, landed)
         fresh = rows if all(keep) else rows.filter(pa.array(keep, type=pa.bool_()))
         if fresh.num_rows == 0:
@@ -67,7 +82,7 @@ def append_once(
             elif rows.num_rows:
                 log.info("%s: %d records were already in the lake, skipped", sink.name, rows.num_rows)
             return 0
-        sink.write(table, fresh, off.forward(landed, offsets))
+        sink.write(table, fresh, off.forward(landed, offsets), {**landed_ids, **current})
         return int(fresh.num_rows)
 
     return retrying(sink.name, policy, attempt)

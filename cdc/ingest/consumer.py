@@ -19,23 +19,25 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pyiceberg.catalog import Catalog
 
 from cdc import faults
 from cdc.config import Settings
-from cdc.errors import CdcError, ServiceError
+from cdc.errors import CdcError, ServiceError, TransientError
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId
 from cdc.ingest import dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw
 from cdc.ingest.capture import CaptureRules
-from cdc.ingest.commit import landed_offsets
+from cdc.ingest.commit import landed_state
 from cdc.ingest.landing import REBUILD, Lander, Outcome
+from cdc.ingest.watermarks import topic_ids
 from cdc.lake import catalog as lake, state
 from cdc.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
+HALT_CHECK_SECONDS = 10.0  # how often a running consumer looks whether a halted table was rebuilt
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Ingestor:
         self._unanchored: set[Part] = set()
         self._assigned: set[Part] = set()
         self._consumed: dict[Part, int] = {}  # next offset per partition after what was polled
+        self._topic_ids: dict[str, str] = {}  # Kafka topic id per topic when it was planned
+        self._next_halt_check = 0.0
         self._refreshed_this_poll = False
         self._stop = threading.Event()
         self._fatal: CdcError | None = None
@@ -95,7 +99,9 @@ class Ingestor:
             "group.id": settings.kafka.group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # every start offset comes from the lake; a position out of range means the topic was trimmed
+            # or recreated under us: an error to plan that partition again, never a silent jump
+            "auto.offset.reset": "error",
             "enable.partition.eof": False,
             "max.poll.interval.ms": settings.ingest.max_poll_interval_ms,
             "session.timeout.ms": settings.ingest.session_timeout_ms,
@@ -107,18 +113,26 @@ class Ingestor:
         require_broker(settings)
         self.consumer = Consumer(conf)
 
+    @classmethod
+    def open(cls, settings: Settings) -> Ingestor:
+        """An ingestor on the settings' catalog, waiting (with backoff) for a catalog that is away at start."""
+        policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
+        return cls(settings, retrying("open the catalog", policy, lambda: lake.open_catalog(settings)))
+
     # ------------------------------------------------------------------ where to start, from the lake
     def plan(self, parts: list[Part]) -> dict[Part, int | None]:
         """Start offset per partition (None: held, its table is halted). Halts what cannot resume."""
         return retrying("read the landed offsets", self.policy, lambda: self._plan(parts))
 
     def _plan(self, parts: list[Part]) -> dict[Part, int | None]:
+        ids = topic_ids(self.settings, sorted({t for t, _ in parts}))
+        self._topic_ids.update(ids)
         halted = state.halted_tables(self.catalog)
         held_topics = {h.topic or self.rules.topic(t) for t, h in halted.items()}
         by_topic: dict[str, list[TableId]] = {}
         for table in lake.lake_tables(self.catalog):
             by_topic.setdefault(self.rules.topic(table), []).append(table)
-        landed = {t: landed_offsets(self.catalog.load_table(lake.changelog_name(t)))
+        landed = {t: landed_state(self.catalog.load_table(lake.changelog_name(t)))
                   for topic in {p[0] for p in parts} for t in by_topic.get(topic, [])}
         dead = dlq.committed(self.catalog)
         out: dict[Part, int | None] = {}
@@ -126,10 +140,15 @@ class Ingestor:
             if topic in held_topics:
                 out[(topic, partition)] = None
                 continue
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = self._watermarks(topic, partition)
             tables = by_topic.get(topic, [])
-            decision = off.resume([landed[t].get(topic, {}).get(partition) for t in tables],
-                                  dead.get(topic, {}).get(partition), low, high)
+            recreated = [t for t in tables if off.other_incarnation(landed[t][1], ids, topic)]
+            decision: off.Start | off.Halt = off.resume([landed[t][0].get(topic, {}).get(partition) for t in tables],
+                                                        dead.get(topic, {}).get(partition), low, high)
+            if recreated:
+                decision = off.Halt(f"the topic was deleted and recreated (its Kafka topic id changed from "
+                                    f"{landed[recreated[0]][1][topic]} to {ids[topic]}): the offsets the lake recorded "
+                                    "belong to the old topic")
             if isinstance(decision, off.Halt) and not tables:
                 decision = off.Start(low, unanchored=low > 0)  # nothing landed from it: a first landing decides
             if isinstance(decision, off.Halt):
@@ -148,6 +167,13 @@ class Ingestor:
                 self.report.halted[str(t)] = h.reason
         return out
 
+    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        except KafkaException as exc:
+            raise TransientError(f"cannot read the offsets of {topic}[{partition}]: {exc}") from exc
+        return int(low), int(high)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
             starts = self.plan([(tp.topic, tp.partition) for tp in partitions])
@@ -162,6 +188,7 @@ class Ingestor:
             self._assigned.add((tp.topic, tp.partition))
             if start is None:
                 self._held.add((tp.topic, tp.partition))
+                tp.offset = OFFSET_END  # paused, never fetched; a logical offset raises no out-of-range reset
                 held.append(tp)
                 log.warning("assigned %s[%d], held: a table of this topic is halted (see cdc status)", tp.topic, tp.partition)
             else:
@@ -223,7 +250,7 @@ class Ingestor:
         for part, start in starts.items():
             if start is None:
                 continue
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(*part), timeout=10)
+            _, high = self._watermarks(*part)
             if start < high:
                 ends[part] = high
                 assignment.append(TopicPartition(part[0], part[1], start))
@@ -253,6 +280,8 @@ class Ingestor:
 
     def _poll_once(self) -> None:
         self._refreshed_this_poll = False
+        if self._held and time.monotonic() >= self._next_halt_check:
+            self._release_rebuilt()
         messages = self.consumer.consume(self.settings.ingest.poll_batch, timeout=0.5)
         for msg in messages:
             self._handle(msg)
@@ -265,6 +294,9 @@ class Ingestor:
         if err is not None:
             if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 log.debug("topic not there yet: %s", err)
+                return
+            if err.code() == KafkaError._AUTO_OFFSET_RESET:  # position out of range: trimmed or recreated
+                self._replan((str(msg.topic()), int(msg.partition() or 0)), str(err))
                 return
             raise ServiceError(f"Kafka error on {msg.topic()}[{msg.partition()}]: {err}")
         topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
@@ -289,6 +321,73 @@ class Ingestor:
             log.warning("dead letter at %s[%d]@%d: %s: %s", topic, partition, offset, decoded.error, decoded.message)
         self._batch.add(decoded, raw, time.monotonic())
 
+    def _replan(self, part: Part, why: str) -> None:
+        """A partition's position is out of range: land what is buffered, then ask the lake again
+        (a trimmed or recreated topic halts its tables; otherwise seek to where the lake says)."""
+        log.warning("%s[%d]: %s; planning it again from the lake", part[0], part[1], why)
+        self.flush()
+        start = self.plan([part])[part]
+        if start is None:
+            self._hold([part])
+        else:
+            self.consumer.seek(TopicPartition(part[0], part[1], start))
+
+    def _hold(self, parts: list[Part]) -> None:
+        fresh = [p for p in parts if p not in self._held]
+        if not fresh:
+            return
+        self._held.update(fresh)
+        try:
+            self.consumer.pause([TopicPartition(t, p) for t, p in fresh])
+        except KafkaException as exc:
+            log.warning("could not pause %s: %s", fresh, exc)
+
+    def _release_rebuilt(self) -> None:
+        """Resume the partitions of tables no longer halted (rebuilt by `cdc bootstrap` while we run)."""
+        self._next_halt_check = time.monotonic() + HALT_CHECK_SECONDS
+        halted = retrying("read table states", self.policy, lambda: state.halted_tables(self.catalog))
+        still = {h.topic or self.rules.topic(t) for t, h in halted.items()}
+        self.report.halted = {k: v for k, v in self.report.halted.items() if k in {str(t) for t in halted}}
+        released = sorted(p for p in self._held if p[0] not in still)
+        if not released:
+            return
+        starts = self.plan(released)
+        for part in released:
+            start = starts[part]
+            if start is None:
+                continue
+            self._held.discard(part)
+            tp = TopicPartition(part[0], part[1], start)
+            self.consumer.seek(tp)
+            self.consumer.resume([TopicPartition(part[0], part[1])])
+            log.info("%s[%d]: its tables are streaming again, resuming at offset %d (from the lake)", part[0], part[1], start)
+
+    def _record_halt(self, record: state.Halted) -> None:
+        retrying("record the halt", self.policy, lambda: state.record_halt(self.catalog, record))
+
+    def _recreated_topics(self, topics: set[str]) -> set[str]:
+        """Topics of this batch whose Kafka id changed since they were assigned (deleted and recreated)."""
+        known = {t: self._topic_ids[t] for t in topics if t in self._topic_ids}
+        if not known:
+            return set()
+        now = retrying("describe topics", self.policy, lambda: topic_ids(self.settings, sorted(known)))
+        return {t for t, i in known.items() if now.get(t, i) != i}
+
+    def _hold_recreated(self, batch: Batch, topics: set[str]) -> None:
+        """Nothing of a recreated topic lands: its tables halt, its partitions pause."""
+        for topic in sorted(topics):
+            tables = sorted({t for t, c in batch.tables.items() if c.topic == topic}, key=str)
+            for table in tables:
+                record = state.halt_record(table, f"{topic} was deleted and recreated while it was being landed (its Kafka "
+                                           "topic id changed)", REBUILD.format(table=table), topic, None)
+                self._record_halt(record)
+                self.report.halted[str(table)] = record.reason
+            for table in tables:
+                del batch.tables[table]
+            batch.failures = [f for f in batch.failures if f.coordinates.topic != topic]
+            batch.ends = {k: v for k, v in batch.ends.items() if k[0] != topic}
+        self._hold([p for p in self._assigned if p[0] in topics])
+
     # ------------------------------------------------------------------ flush
     def flush(self) -> None:
         """Land the batch (see `cdc.ingest.landing`), then commit the Kafka group offsets."""
@@ -305,7 +404,10 @@ class Ingestor:
                 f"{s.max_dead_letter_ratio}): something larger is wrong; nothing of this batch was landed. First: "
                 f"{first.topic}[{first.partition}]@{first.offset}: {batch.failures[0].message}"
             )
-        outcome = self.lander.land(batch, self._unanchored)
+        recreated = self._recreated_topics(batch.topics())
+        if recreated:
+            self._hold_recreated(batch, recreated)
+        outcome = self.lander.land(batch, self._unanchored, self._topic_ids)
         self._account(batch, outcome)
         faults.point(faults.AFTER_COMMIT)  # landed in the lake, Kafka group offsets not yet committed
         committed = [TopicPartition(t, p, o) for (t, p), o in batch.ends.items()
@@ -327,13 +429,7 @@ class Ingestor:
             self.report.changes += n
         for table, halted in outcome.halted.items():
             self.report.halted[str(table)] = halted.reason
-        held = [(t, p) for (t, p) in self._assigned if t in outcome.held_topics and (t, p) not in self._held]
-        if held:
-            self._held.update(held)
-            try:
-                self.consumer.pause([TopicPartition(t, p) for t, p in held])
-            except KafkaException as exc:
-                log.warning("could not pause %s: %s", held, exc)
+        self._hold([(t, p) for (t, p) in self._assigned if t in outcome.held_topics])
 
 
 def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordinates) -> ChangeEvent | Skip | DecodeFailure:

@@ -28,13 +28,13 @@ from pyiceberg.table import Table
 from cdc import faults
 from cdc.config import Settings
 from cdc.errors import CdcError, ServiceError
-from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, TableId, TableSchema
+from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Kind, TableId, TableSchema
 from cdc.ingest import dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw, TableChanges
 from cdc.ingest.capture import CaptureRules, unsupported_name
-from cdc.ingest.commit import append_once, landed_offsets
+from cdc.ingest.commit import append_once, landed_offsets, landed_state
 from cdc.lake import catalog as lake, schema as lake_schema, state
-from cdc.lake.contract import OFFSETS, reserved_name
+from cdc.lake.contract import OFFSETS, TOPIC_IDS, reserved_name
 from cdc.lake.writer import plain_arrow, to_arrow
 from cdc.retry import RetryPolicy, error_kind, retrying
 
@@ -81,9 +81,9 @@ class ChangelogSink:
     def load(self) -> Table:
         return self.catalog.load_table(lake.changelog_name(self.table))
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
+    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
         with table.transaction() as tx:
-            tx.append(rows, snapshot_properties={OFFSETS: off.encode(offsets)})
+            tx.append(rows, snapshot_properties=_summary(offsets, topic_ids))
             if rows.num_rows:
                 faults.point(faults.AFTER_WRITE)  # data files are written; the catalog does not know them yet
 
@@ -97,8 +97,15 @@ class DeadLetterSink:
     def load(self) -> Table:
         return dlq.dlq_table(self.catalog)
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets) -> None:
-        table.append(rows, snapshot_properties={OFFSETS: off.encode(offsets)})
+    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
+        table.append(rows, snapshot_properties=_summary(offsets, topic_ids))
+
+
+def _summary(offsets: off.Offsets, topic_ids: dict[str, str]) -> dict[str, str]:
+    summary = {OFFSETS: off.encode(offsets)}
+    if topic_ids:
+        summary[TOPIC_IDS] = off.encode_ids(topic_ids)
+    return summary
 
 
 class Lander:
@@ -113,10 +120,11 @@ class Lander:
         return retrying(what, self.policy, fn)
 
     # ------------------------------------------------------------------------------- one batch
-    def land(self, batch: Batch, unanchored: Collection[tuple[str, int]] = ()) -> Outcome:
+    def land(self, batch: Batch, unanchored: Collection[tuple[str, int]] = (), topic_ids: dict[str, str] | None = None) -> Outcome:
         """Land `batch`: dead letters first, then one commit per table. Raises only when the
         catalog stays away past the policy's deadline (then nothing later in the batch landed)."""
         outcome = Outcome()
+        ids = topic_ids or {}
         failures = list(batch.failures)
         already = self._call("read table states", lambda: state.halted_tables(self.catalog))
         prepared: list[Prepared] = []
@@ -126,9 +134,17 @@ class Lander:
                 outcome.held_topics.add(changes.topic)
                 continue
             try:
-                ready = self._prepare(table, changes, unanchored, failures, outcome, batch.starts_for(changes.topic))
+                ready = self._prepare(table, changes, unanchored, failures, outcome, batch.starts_for(changes.topic), ids)
             except TableCannotLand as exc:
                 self._halt(outcome, table, changes, exc.reason, exc.remedy)
+                continue
+            except ServiceError:
+                raise  # the catalog stayed away: every table waits
+            except Exception as exc:  # noqa: BLE001 - anything else while preparing one table halts that table
+                if error_kind(exc) != "terminal":
+                    raise
+                self._halt(outcome, table, changes, f"the table could not be prepared for landing: {type(exc).__name__}: {exc}",
+                           REBUILD.format(table=table))
                 continue
             if ready is not None:
                 prepared.append(ready)
@@ -138,7 +154,7 @@ class Lander:
             ends = {t: batch.ends_for(t) for t in topics}
             rows = dlq.to_arrow(failures, dt.datetime.now(dt.UTC), plain_arrow(dlq.SCHEMA.as_arrow()))
             outcome.dead_letters = append_once(DeadLetterSink(self.catalog), rows, [f.coordinates for f in failures],
-                                               ends, self.policy)
+                                               ends, self.policy, topic_ids={t: ids[t] for t in topics if t in ids})
             if outcome.dead_letters:
                 log.info("dead-lettered %d messages into %s", outcome.dead_letters, DeadLetterSink.name)
         faults.point(faults.AFTER_DEAD_LETTERS)
@@ -147,7 +163,8 @@ class Lander:
                 continue  # a table sharing this topic halted: the partition stays where it is
             try:
                 n = append_once(ChangelogSink(self.catalog, ready.table), ready.rows, ready.coordinates,
-                                {ready.topic: batch.ends_for(ready.topic)}, self.policy)
+                                {ready.topic: batch.ends_for(ready.topic)}, self.policy,
+                                topic_ids={ready.topic: ids[ready.topic]} if ready.topic in ids else None)
             except ServiceError:
                 raise  # the catalog is away: every table waits
             except Exception as exc:  # noqa: BLE001 - terminal for this table alone (error_kind said so)
@@ -162,8 +179,9 @@ class Lander:
             faults.point(faults.AFTER_TABLE)
         return outcome
 
-    def land_replayed(self, events: list[ChangeEvent], raws: list[Raw]) -> int:
+    def land_replayed(self, events: list[ChangeEvent], raws: list[Raw]) -> tuple[int, list[DecodeFailure]]:
         """Land dead letters that decode now (`cdc dlq replay`), below the recorded offsets on purpose.
+        Returns how many landed and the ones that still cannot land (they stay dead letters).
 
         Landing one twice is harmless: the merge keeps one change per key and position.
         """
@@ -174,21 +192,31 @@ class Lander:
             changes.raws.append(raw)
         total = 0
         outcome = Outcome()
+        failures: list[DecodeFailure] = []
+        dead = dlq.committed(self.catalog)
         for table, changes in by_table.items():
-            failures: list[DecodeFailure] = []
-            ready = self._prepare(table, changes, (), failures, outcome, _first_offsets(changes.events))
+            # a table the replay creates is anchored where the dead-letter table stands: everything of
+            # its topic below that was read once, and its dead letters are what is replayed here
+            anchors = dead.get(changes.topic) or {p: o + 1 for p, o in _last_offsets(changes.events).items()}
+            try:
+                ready = self._prepare(table, changes, (), failures, outcome, anchors, {})
+            except TableCannotLand as exc:
+                log.warning("%s: cannot replay into it: %s", table, exc.reason)
+                failures.extend(DecodeFailure("TableCannotLand", exc.reason, k, v, e.coordinates, table, h)
+                                for e, (k, v, h) in zip(changes.events, changes.raws, strict=True))
+                continue
             if ready is not None:
                 total += append_once(ChangelogSink(self.catalog, table), ready.rows, ready.coordinates, {},
                                      self.policy, replay=True)
-        return total
+        return total, failures
 
     # ------------------------------------------------------------------------------- one table
     def _prepare(self, table: TableId, changes: TableChanges, unanchored: Collection[tuple[str, int]],
-                 failures: list[DecodeFailure], outcome: Outcome, anchors: dict[int, int]) -> Prepared | None:
+                 failures: list[DecodeFailure], outcome: Outcome, anchors: dict[int, int],
+                 topic_ids: dict[str, str]) -> Prepared | None:
         reason = unsupported_name(table)
         if reason:
-            raise TableCannotLand(f"{reason}; it cannot be landed",
-                                  f"rename it at the source and run `{BOOTSTRAP.format(table=table)}`, or exclude it from capture")
+            raise TableCannotLand(f"{reason}; it cannot be landed", f"rename it at the source and run `{BOOTSTRAP.format(table=table)}`")
         events, topic = changes.events, changes.topic
         name = lake.changelog_name(table)
         exists = self._call(f"{table}: load", lambda: self.catalog.table_exists(name))
@@ -205,10 +233,11 @@ class Lander:
                     f"{topic} partitions {lost} no longer start at offset 0 and nothing of {table} was landed from them: "
                     "older changes were deleted by retention before they were landed", BOOTSTRAP.format(table=table))
             _refuse_reserved(table, keyed)
+            _refuse_unbucketable(table, keyed)
             self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed))
             # anchored where this batch starts, not at its own first change: another new table of the same
             # topic may be created after it, and until then only this anchor holds the partition back
-            self._anchor(table, {topic: dict(anchors)})
+            self._anchor(table, {topic: dict(anchors)}, {topic: topic_ids[topic]} if topic in topic_ids else {})
         else:
             landed = landed_offsets(self._call(f"{table}: load", lambda: self.catalog.load_table(name))).get(topic, {})
             lost = sorted(p for p in starts if p not in landed and (topic, p) in unanchored)
@@ -221,7 +250,7 @@ class Lander:
             changelog = self._evolve(table, changelog, schema)
         return self._rows(table, topic, changelog, changes, failures)
 
-    def _anchor(self, table: TableId, starts: off.Offsets) -> None:
+    def _anchor(self, table: TableId, starts: off.Offsets, topic_ids: dict[str, str]) -> None:
         """An empty commit recording where a new table's messages start (so a crash before its first
         landing does not leave it with nothing recorded)."""
         sink = ChangelogSink(self.catalog, table)
@@ -229,7 +258,7 @@ class Lander:
         def attempt() -> None:
             t = sink.load()
             if t.current_snapshot() is None:
-                sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), starts)
+                sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), starts, topic_ids)
 
         self._call(f"{table}: anchor", attempt)
 
@@ -240,28 +269,35 @@ class Lander:
         if source.key:
             _refuse_reserved(table, source)
         for ident, is_changelog in ((lake.base_name(table), False), (lake.changelog_name(table), True)):
-            target = changelog if is_changelog else self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
             wanted = lake_schema.iceberg_schema(lake_schema.lake_columns(source, changelog=is_changelog))
-            current = {f.name: f.field_type for f in target.schema().fields}
-            refused = [f"{f.name} {current[f.name]} -> {f.field_type}" for f in wanted.fields if f.name in current
-                       and not (lake_schema.fits(current[f.name], f.field_type) or lake_schema.widens(current[f.name], f.field_type))]
-            if refused:
-                raise TableCannotLand(f"a schema change the lake cannot take in place: {', '.join(refused)}",
-                                      RETYPE.format(table=table))
-            # new columns and widenings; a narrower source type keeps the wider lake column
-            changes = [f for f in wanted.fields if f.name not in current or lake_schema.widens(current[f.name], f.field_type)]
-            if not changes:
-                continue
-            try:
+
+            def evolve(ident: tuple[str, str] = ident, wanted: Schema = wanted) -> bool:
+                target = self.catalog.load_table(ident)
+                current = {f.name: f.field_type for f in target.schema().fields}
+                refused = [f"{f.name} {current[f.name]} -> {f.field_type}" for f in wanted.fields if f.name in current
+                           and not (lake_schema.fits(current[f.name], f.field_type) or lake_schema.widens(current[f.name], f.field_type))]
+                if refused:
+                    raise TableCannotLand(f"a schema change the lake cannot take in place: {', '.join(refused)}",
+                                          RETYPE.format(table=table))
+                # new columns and widenings; a narrower source type keeps the wider lake column
+                changes = [f for f in wanted.fields if f.name not in current or lake_schema.widens(current[f.name], f.field_type)]
+                if not changes:
+                    return False
                 with target.update_schema() as update:
                     update.union_by_name(Schema(*changes))
+                return True
+
+            try:
+                evolved = self._call(f"{table}: evolve {'.'.join(ident)}", evolve)
+            except (TableCannotLand, ServiceError):
+                raise
             except Exception as exc:
                 if error_kind(exc) != "terminal":
                     raise
                 raise TableCannotLand(f"a schema change the lake cannot take: {exc}", RETYPE.format(table=table)) from exc
-            log.info("%s: evolved the schema of %s", table, ".".join(ident))
-            if is_changelog:
-                changelog = self._call(f"{table}: load", lambda i=ident: self.catalog.load_table(i))  # type: ignore[misc]
+            if evolved:
+                log.info("%s: evolved the schema of %s", table, ".".join(ident))
+        changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.changelog_name(table)))
         self._evolved.add((table, source))
         return changelog
 
@@ -296,7 +332,7 @@ class Lander:
 
 
 def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anchor: dict[int, int],
-                     high_now: dict[int, int], policy: RetryPolicy) -> None:
+                     high_now: dict[int, int], topic_id: str | None, policy: RetryPolicy) -> None:
     """After a bootstrap published its snapshot: record in the changelog where streaming takes over
     (`offsets.reanchor`), and clear a halt. A rebuild after a recreated topic moves the offsets back."""
     topic = rules.topic(table)
@@ -304,10 +340,12 @@ def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anch
 
     def attempt() -> None:
         changelog = sink.load()
-        landed = landed_offsets(changelog)
-        moved = {**landed, topic: off.reanchor(landed.get(topic, {}), anchor, high_now)}
-        if moved != landed or changelog.current_snapshot() is None:
-            sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(), moved)
+        landed, landed_ids = landed_state(changelog)
+        current = {topic: topic_id} if topic_id else {}
+        same = not off.other_incarnation(landed_ids, current, topic)
+        moved = {**landed, topic: off.reanchor(landed.get(topic, {}), anchor, high_now, same_topic=same)}
+        if moved != landed or changelog.current_snapshot() is None or (topic_id and landed_ids.get(topic) != topic_id):
+            sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(), moved, {**landed_ids, **current})
             log.info("%s: streaming takes over at %s", table, off.encode({topic: moved[topic]}))
 
     retrying(f"{table}: anchor the bootstrap", policy, attempt)
@@ -320,7 +358,24 @@ def _refuse_reserved(table: TableId, schema: TableSchema) -> None:
         raise TableCannotLand(
             f"source columns {clash} collide with the lake's own column names (`_op`, `_seq`, `_source_ts`, `_ingested_at`, "
             "`_kafka_*` and anything starting with `_cdc_`, in any letter case)",
-            f"rename the columns at the source (or exclude the table from capture), then run `{BOOTSTRAP.format(table=table)}`")
+            f"rename the columns at the source, then run `{BOOTSTRAP.format(table=table)}`")
+
+
+def _refuse_unbucketable(table: TableId, schema: TableSchema) -> None:
+    """Iceberg's bucket transform takes no boolean, float or double: such a first key column cannot partition."""
+    first = next(c for c in schema.columns if c.name == schema.key[0])
+    if first.type.kind in (Kind.BOOLEAN, Kind.FLOAT, Kind.DOUBLE):
+        raise TableCannotLand(f"the first key column {first.name!r} is {first.type.kind.value}: Iceberg cannot bucket it",
+                              "declare a different first key column at the source (a primary key starting with an integer, "
+                              f"string, decimal or temporal column), then run `{BOOTSTRAP.format(table=table)}`")
+
+
+def _last_offsets(events: list[ChangeEvent]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for e in events:
+        c = e.coordinates
+        out[c.partition] = max(c.offset, out.get(c.partition, c.offset))
+    return out
 
 
 def _first_offsets(events: list[ChangeEvent]) -> dict[int, int]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cdc.events.model import KafkaCoordinates
-from cdc.lake.contract import OFFSETS
+from cdc.lake.contract import OFFSETS, TOPIC_IDS
 
 T = TypeVar("T")
 Offsets = dict[str, dict[int, int]]
@@ -49,6 +49,25 @@ def recorded(summaries: Iterable[Mapping[str, str] | None]) -> Offsets:
         if raw:
             return decode(raw)
     return {}
+
+
+def recorded_ids(summaries: Iterable[Mapping[str, str] | None]) -> dict[str, str]:
+    """The Kafka topic ids recorded with the newest landing commit (summaries newest first)."""
+    for summary in summaries:
+        if summary is not None and summary.get(OFFSETS):
+            raw = summary.get(TOPIC_IDS)
+            return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+    return {}
+
+
+def encode_ids(ids: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(ids.items())), separators=(",", ":"))
+
+
+def other_incarnation(recorded: Mapping[str, str], current: Mapping[str, str], topic: str) -> bool:
+    """Whether the offsets recorded for `topic` belong to an earlier topic of that name (deleted and
+    recreated since). Unknown on either side (records from before ids were kept): not decided here."""
+    return topic in recorded and topic in current and recorded[topic] != current[topic]
 
 
 def forward(old: Mapping[str, Mapping[int, int]], new: Mapping[str, Mapping[int, int]]) -> Offsets:
@@ -109,14 +128,18 @@ def resume(changelogs: Sequence[int | None], dead_letters: int | None, low: int,
     return Start(start, unanchored=not vouched)
 
 
-def reanchor(recorded: Mapping[int, int], anchor: Mapping[int, int], high_now: Mapping[int, int]) -> dict[int, int]:
+def reanchor(recorded: Mapping[int, int], anchor: Mapping[int, int], high_now: Mapping[int, int],
+             same_topic: bool = True) -> dict[int, int]:
     """The offsets a bootstrap records for its table's topic, per partition.
 
     `anchor`: each partition's end offset read before the snapshot was taken, so every message at or
     after it was written after the snapshot's position or is older (and loses to the snapshot rows in
     the merge). A landed offset past it stays (a consumer went on meanwhile); nothing recorded, or an
-    offset past the partition's end (the topic was deleted and recreated), is replaced by the anchor.
+    offset past the partition's end, or offsets recorded for an earlier topic of the same name
+    (`same_topic` false: it was deleted and recreated), is replaced by the anchor.
     """
+    if not same_topic:
+        return dict(anchor)
     out = dict(recorded)
     for p, a in anchor.items():
         r = recorded.get(p)

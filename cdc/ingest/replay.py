@@ -52,6 +52,12 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
             report.still_failing += 1
             log.info("still failing: %s[%d]@%d: %s", coords.topic, coords.partition, coords.offset, decoded.message)
     if events:
-        report.landed = Lander(settings, catalog, rules).land_replayed(events, raws)
+        report.landed, failed = Lander(settings, catalog, rules).land_replayed(events, raws)
+        # what decodes but still cannot land (a value that does not fit, a table that cannot land) stays
+        kept = {(f.coordinates.topic, f.coordinates.partition, f.coordinates.offset) for f in failed}
+        for f in failed:
+            log.info("still failing: %s[%d]@%d: %s", f.coordinates.topic, f.coordinates.partition, f.coordinates.offset, f.message)
+        report.still_failing += len(kept)
+        done = [c for c in done if c not in kept]
     dlq.remove(catalog, done)
     return report

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import uuid
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from cdc.config import Settings
-from cdc.errors import ServiceError
+from cdc.errors import ServiceError, TransientError
 
 
 def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
@@ -25,3 +25,22 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         raise ServiceError(f"cannot read the offsets of {topic} from Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def topic_ids(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """The Kafka topic id of each existing topic (a deleted and recreated topic gets a new one)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    if not topics:
+        return {}
+    admin = AdminClient(settings.kafka.client_config())
+    out: dict[str, str] = {}
+    for topic, future in admin.describe_topics(TopicCollection(sorted(set(topics))), request_timeout=timeout).items():
+        try:
+            out[topic] = str(future.result().topic_id)
+        except Exception as exc:  # noqa: BLE001 - KafkaException: an unknown topic has no id; anything else is Kafka away
+            code = exc.args[0].code() if exc.args and hasattr(exc.args[0], "code") else None
+            if code != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise TransientError(f"cannot describe {topic} in Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
+    return out

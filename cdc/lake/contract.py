@@ -43,6 +43,7 @@ TRUNCATED_BEFORE = "cdc.truncated-before-seq"  # the truncate floor (base table)
 
 # ---- snapshot summary properties
 OFFSETS = "cdc.kafka-offsets"  # next Kafka offset per topic and partition (changelog and DLQ commits)
+TOPIC_IDS = "cdc.kafka-topic-ids"  # the Kafka topic id each recorded topic had (a recreated topic has a new one)
 MERGED_UPTO = "cdc.merged-changelog-snapshot"  # the changelog snapshot a base commit folded in
 BOOTSTRAP_POSITION = "cdc.bootstrap-position"  # binlog file:position of a bootstrap snapshot
 

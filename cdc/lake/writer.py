@@ -9,12 +9,9 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.table import Table
 
-from cdc import faults
 from cdc.events.model import ChangeEvent
 from cdc.lake import schema as ls
-from cdc.lake.catalog import OFFSETS, encode_offsets
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +35,6 @@ def to_arrow(events: Sequence[ChangeEvent], target: pa.Schema, ingested_at: dt.d
         columns[ls.KAFKA_OFFSET].append(c.offset)
     arrays = [pa.array(columns[f.name], type=f.type) for f in target]
     return pa.Table.from_arrays(arrays, schema=target)
-
-
-def append_changes(table: Table, events: Sequence[ChangeEvent], offsets: dict[str, dict[int, int]]) -> int | None:
-    """Append `events` in one snapshot whose summary holds the next offsets; returns the snapshot id."""
-    target = table.schema().as_arrow()
-    arrow = to_arrow(events, plain_arrow(target), dt.datetime.now(dt.UTC))
-    with table.transaction() as tx:
-        tx.append(arrow, snapshot_properties={OFFSETS: encode_offsets(offsets)})
-        faults.point(faults.AFTER_WRITE)  # files are written; the catalog does not know them yet
-    snapshot = table.current_snapshot()
-    return snapshot.snapshot_id if snapshot else None
 
 
 def plain_arrow(schema: pa.Schema) -> pa.Schema:

@@ -232,7 +232,6 @@ def test_catalog_database_stopped_during_commits(
 # Today `cdc ingest` exits 4 before it subscribes: cli.ingest -> lake.open_catalog -> pyiceberg's SqlCatalog
 # init connects to the database (psycopg2 OperationalError) outside any retry. (The assignment-time read,
 # Ingestor.plan, backs off since the landing-core rewrite; it is not reached while start-up fails.)
-@pytest.mark.xfail(strict=True, reason="issue 8: catalog outage at assignment time is not retried yet")
 def test_catalog_database_down_when_the_consumer_starts(
     stack: Settings, spark: Any, postgres: PostgresCluster, pg_lake: Settings, consumers: list[Output],  # noqa: F811
 ) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from pyiceberg.table import Transaction
 
 from cdc.config import Settings
@@ -398,37 +397,6 @@ def test_duplicate_redelivery_changes_nothing(stack: Settings, spark: Any) -> No
     merge_table(spark, stack.catalog.name, db, "a")
     after = lake.open_catalog(stack).load_table(lake.base_name(TableId(db, "a"))).scan().to_arrow().sort_by("id").to_pylist()
     assert after == before  # ...that change nothing
-
-
-def test_recreated_topic_is_detected_and_halts(stack: Settings) -> None:
-    """Row 22: the topic was deleted and recreated (offsets reset): the consumer says so and stops."""
-    db = _db()
-    create_tables(stack, db, ("a",))
-    write_some(stack, db, random.Random(22), 30, ("a",))
-    wait_captured(stack, db, ("a",))
-    Ingestor(stack, lake.open_catalog(stack)).drain()
-    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "a"))
-    admin = AdminClient(stack.kafka.client_config())
-    admin.delete_topics([topic], operation_timeout=30)[topic].result()
-    deadline = time.monotonic() + 60
-    while topic in admin.list_topics(timeout=10).topics and time.monotonic() < deadline:
-        time.sleep(0.5)
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    _produce(stack, topic, [(None, b"{}")])
-    proc = cdc_process(["ingest", "--until-caught-up"])
-    out = proc.communicate(timeout=120)[0].decode(errors="replace")
-    assert proc.returncode == 3, out[-2000:]
-    assert "the topic was deleted and recreated" in out
-    # leave nothing that would halt the suite's later drains: the source, the topic, the lake tables
-    conn = connect(stack)
-    try:
-        conn.cursor().execute(f"DROP DATABASE {quote_ident(db)}")
-    finally:
-        conn.close()
-    admin.delete_topics([topic], operation_timeout=30)[topic].result()
-    catalog = lake.open_catalog(stack)
-    for ident in catalog.list_tables(db):
-        catalog.purge_table(ident)
 
 
 def test_paused_consumer_cannot_land_stale_data(stack: Settings, spark: Any) -> None:

@@ -10,6 +10,7 @@ import base64
 import json
 import random
 import signal
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -27,7 +28,7 @@ from cdc.lake import catalog as lake, state
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
 from spark_jobs.merge import merge_table
-from tests.e2e.faults_support import assert_oracle, cdc_process, create_tables, wait_captured, write_some
+from tests.e2e.faults_support import Watched, assert_oracle, cdc_process, create_tables, wait_captured, write_some
 
 pytestmark = pytest.mark.e2e
 ONE_FLUSH = {"CDC_INGEST__FLUSH_ROWS": "10000000", "CDC_INGEST__FLUSH_BYTES": str(2**30), "CDC_INGEST__FLUSH_SECONDS": "3600"}
@@ -203,7 +204,7 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     assert [r["error_class"] for r in misfit] == ["ValueDoesNotFit"]
     halted = state.halted_tables(lake.open_catalog(stack))
     assert {clash, narrowing} <= set(halted)
-    assert "bootstrap" in halted[narrowing].remedy
+    assert f"run `cdc bootstrap {narrowing}`" in halted[narrowing].remedy
     # the others land and merge; a restart keeps the halted ones halted and the others going
     write_some(stack, db, random.Random(5), 10, ("ok", "trunc"))
     wait_captured(stack)
@@ -217,7 +218,8 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     assert code == 1
     assert f"halted: {clash}" in text
     assert f"halted: {narrowing}" in text
-    assert "remedy: cdc bootstrap" in text
+    assert f"remedy: rename the columns at the source, then run `cdc bootstrap {clash}`" in text
+    assert f"remedy: drop the lake tables {narrowing}, {narrowing}_changelog" in text
     _forget(stack, [clash, narrowing])
 
 
@@ -333,56 +335,115 @@ def test_messages_deleted_before_landing_halt_the_table_never_a_silent_gap(stack
     assert "no longer start at offset 0" in report.halted[str(fresh)]
     assert _landed_offsets(stack, a) == []  # nothing of what is left was landed over the gap
     assert not lake.open_catalog(stack).table_exists(lake.changelog_name(fresh))
-    # the remedies: rebuild the bootstrapped table, bootstrap the fresh one; streaming resumes
-    bootstrap(stack, a, rebuild=True, chunk_rows=1000)
-    bootstrap(stack, fresh, chunk_rows=1000)
-    assert not {a, fresh} & set(state.halted_tables(lake.open_catalog(stack)))
-    write_some(stack, db, random.Random(11), 20, ("a", "fresh"))
-    wait_captured(stack)
-    report = Ingestor(stack, lake.open_catalog(stack)).drain()
-    assert {str(a), str(fresh)} <= set(report.tables)
+    # the remedies, while a consumer runs and holds both tables' partitions: rebuild the bootstrapped
+    # table, bootstrap the fresh one; the running consumer resumes them (no restart)
+    running = Watched(cdc_process(["ingest"], CDC_INGEST__FLUSH_SECONDS="0.5", CDC_KAFKA__GROUP_ID=f"g-{db}"))
+    try:
+        for t in (a, fresh):
+            running.wait_for(lambda line, t=t: f"assigned {rules.topic(t)}[0], held" in line, 120)
+        bootstrap(stack, a, rebuild=True, chunk_rows=1000)
+        bootstrap(stack, fresh, chunk_rows=1000)
+        assert not {a, fresh} & set(state.halted_tables(lake.open_catalog(stack)))
+        write_some(stack, db, random.Random(11), 20, ("a", "fresh"))
+        wait_captured(stack)
+        deadline = time.monotonic() + 90
+        while not (_landed_offsets(stack, a) and _landed_offsets(stack, fresh)) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert running.proc.poll() is None  # the same process landed them
+        assert _landed_offsets(stack, a)
+        assert _landed_offsets(stack, fresh)
+    finally:
+        out = running.kill(signal.SIGTERM)
+    assert running.proc.returncode == 0, out[-3000:]  # no table is halted any more
+    for t in (a, fresh):
+        assert f"{rules.topic(t)}[0]: its tables are streaming again, resuming at offset" in out, out[-3000:]
     for t in (a, fresh):
         _equal(stack, spark, t)
 
 
-def test_a_recreated_topic_halts_its_table_alone_and_a_rebuild_resumes_it(stack: Settings, spark: Any,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 8 defect 6 (RELIABILITY row 22): the topic was deleted and recreated (offsets reset). Its table
-    halts with the reason and the remedy, the other table goes on; the remedy (`cdc bootstrap --rebuild`)
-    re-anchors the offsets in the new topic and streaming resumes."""
+def _recreate(settings: Settings, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    db = _db()
-    create_tables(stack, db, ("a", "b"))
-    a, b = TableId(db, "a"), TableId(db, "b")
-    topic = CaptureRules(stack.connect.topic_prefix).topic(a)
-    write_some(stack, db, random.Random(12), 60, ("a", "b"))
-    wait_captured(stack)
-    Ingestor(stack, lake.open_catalog(stack)).drain()
-    admin = AdminClient(stack.kafka.client_config())
+    admin = AdminClient(settings.kafka.client_config())
     admin.delete_topics([topic], operation_timeout=30)[topic].result()
     while topic in admin.list_topics(timeout=10).topics:
         pass
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    write_some(stack, db, random.Random(13), 5, ("a", "b"))
+
+
+def test_a_recreated_topic_halts_its_table_alone_and_a_rebuild_resumes_it(stack: Settings, spark: Any,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 8 defect 6 (RELIABILITY row 22): topics deleted and recreated (offsets reset). `a`'s new topic
+    grows past the offset the lake recorded before the consumer starts (only the Kafka topic id tells the
+    topics apart); `c`'s stays short, and its old topic had a dead letter far ahead. Both halt with the
+    reason and the remedy, `b` goes on; `cdc bootstrap --rebuild` re-anchors in the new topics, streaming
+    resumes, and a bad message in `c`'s new topic still reaches the dead-letter table."""
+    db = _db()
+    create_tables(stack, db, ("a", "b", "c"))
+    a, b, c = TableId(db, "a"), TableId(db, "b"), TableId(db, "c")
+    rules = CaptureRules(stack.connect.topic_prefix)
+    write_some(stack, db, random.Random(12), 40, ("a", "b", "c"))
     wait_captured(stack)
+    _produce(stack, rules.topic(c), [(None, b"garbage in the old topic")])
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    recorded_a = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))[rules.topic(a)][0]
+    old_dead_c = max(_dead_offsets(stack, rules.topic(c)))
+    for t in (a, c):
+        _recreate(stack, rules.topic(t))
+    conn = connect(stack, database=db)
+    try:
+        cur = conn.cursor()
+        for i in range(recorded_a + 20):  # the new topic of `a` grows past what was landed from the old one
+            cur.execute("INSERT INTO a VALUES (%s, 1, NULL, 'new') ON DUPLICATE KEY UPDATE n = n + 1", (5000 + i % 50,))
+            conn.commit()
+    finally:
+        conn.close()
+    write_some(stack, db, random.Random(13), 3, ("b", "c"))
+    wait_captured(stack)
+    assert _high(stack, rules.topic(a)) > recorded_a
     proc = cdc_process(["ingest", "--until-caught-up"])
     out = proc.communicate(timeout=300)[0].decode(errors="replace")
     assert proc.returncode == 1, out[-3000:]
-    assert f"halted: {a}: {topic}[0]: the lake has landed up to offset" in out
-    assert "the topic was deleted and recreated" in out
+    assert f"halted: {a}: {rules.topic(a)}[0]: the topic was deleted and recreated (its Kafka topic id changed" in out
+    assert f"halted: {c}: {rules.topic(c)}[0]: the topic was deleted and recreated" in out
     _equal(stack, spark, b)  # the other table landed in the same run
     code, text = _status(capsys)
     assert code == 1
     assert f"remedy: cdc bootstrap {a} --rebuild" in text
-    rebuild = cdc_process(["bootstrap", str(a), "--rebuild", "--chunk-rows", "1000"])
-    out = rebuild.communicate(timeout=600)[0].decode(errors="replace")
-    assert rebuild.returncode == 0, out[-3000:]
-    assert a not in state.halted_tables(lake.open_catalog(stack))
-    write_some(stack, db, random.Random(14), 10, ("a", "b"))
+    for t in (a, c):
+        rebuild = cdc_process(["bootstrap", str(t), "--rebuild", "--chunk-rows", "1000"])
+        out = rebuild.communicate(timeout=600)[0].decode(errors="replace")
+        assert rebuild.returncode == 0, out[-3000:]
+    assert not {a, c} & set(state.halted_tables(lake.open_catalog(stack)))
+    _produce(stack, rules.topic(c), [(None, b"garbage in the new topic")])
+    new_dead_c = _high(stack, rules.topic(c)) - 1
+    assert new_dead_c < old_dead_c  # below what the dead-letter table recorded for the old topic
+    write_some(stack, db, random.Random(14), 10, ("a", "b", "c"))
     wait_captured(stack)
     report = Ingestor(stack, lake.open_catalog(stack)).drain()
-    assert str(a) in report.tables  # streaming resumed in the new topic
-    assert str(a) not in report.halted
-    _equal(stack, spark, a)
-    _equal(stack, spark, b)
+    assert {str(a), str(c)} <= set(report.tables)  # streaming resumed in the new topics
+    assert not {str(a), str(c)} & set(report.halted)
+    assert new_dead_c in _dead_offsets(stack, rules.topic(c))
+    for t in (a, b, c):
+        _equal(stack, spark, t)
+
+
+def test_a_bootstrap_on_a_shared_topic_skips_nothing_of_the_other_table(stack: Settings, spark: Any) -> None:
+    """`x y` and `x_y` share a topic; bootstrapping `x y` before anything of the topic was landed must not
+    anchor past `x_y`'s changes (the anchor is lowered to what `x_y` landed: nothing)."""
+    from cdc.bootstrap.snapshot import bootstrap
+
+    db = _db()
+    q = quote_ident(db)
+    _execute(stack, f"CREATE DATABASE {q}",
+             *(f"CREATE TABLE {q}.{quote_ident(n)} (id INT PRIMARY KEY, n INT NOT NULL)" for n in ("x y", "x_y")))
+    for i in range(1, 40):
+        _execute(stack, f"INSERT INTO {q}.`x y` VALUES ({i}, {i})", f"INSERT INTO {q}.`x_y` VALUES ({i}, {i})")
+    wait_captured(stack)
+    bootstrap(stack, TableId(db, "x y"), chunk_rows=1000)
+    topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "x y"))
+    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(TableId(db, "x y"))))
+    assert recorded[topic][0] == 0  # not the topic's end: `x_y` has landed nothing of it yet
+    Ingestor(stack, lake.open_catalog(stack)).drain(tables=[TableId(db, "x y")])
+    for n in ("x y", "x_y"):
+        _equal(stack, spark, TableId(db, n))
