@@ -18,6 +18,7 @@ from pyiceberg.types import BinaryType, IntegerType, LongType, NestedField, Stri
 
 from cdc.events.model import DecodeFailure
 from cdc.lake.catalog import committed_offsets
+from cdc.lake.contract import LANDING_TABLE_PROPERTIES
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def dlq_table(catalog: Catalog) -> Table:
         catalog.create_namespace(NAMESPACE)
     except NamespaceAlreadyExistsError:
         pass
-    return catalog.create_table_if_not_exists(TABLE, schema=SCHEMA)
+    return catalog.create_table_if_not_exists(TABLE, schema=SCHEMA, properties=LANDING_TABLE_PROPERTIES)
 
 
 def to_arrow(failures: Sequence[DecodeFailure], seen: dt.datetime, schema: pa.Schema) -> pa.Table:

@@ -79,7 +79,7 @@ class ChangelogSink:
         self.catalog, self.table, self.name = catalog, table, str(table)
 
     def load(self) -> Table:
-        return self.catalog.load_table(lake.changelog_name(self.table))
+        return lake.landing_table(self.catalog.load_table(lake.changelog_name(self.table)))
 
     def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
         with table.transaction() as tx:
@@ -95,7 +95,7 @@ class DeadLetterSink:
         self.catalog = catalog
 
     def load(self) -> Table:
-        return dlq.dlq_table(self.catalog)
+        return lake.landing_table(dlq.dlq_table(self.catalog))
 
     def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
         table.append(rows, snapshot_properties=_summary(offsets, topic_ids))

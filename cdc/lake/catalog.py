@@ -19,6 +19,7 @@ from cdc.lake import schema as lake_schema
 from cdc.lake.contract import (  # re-exported: other modules name them through here
     CAPTURE as CAPTURE,
     CHANGELOG_SUFFIX as CHANGELOG_SUFFIX,
+    LANDING_TABLE_PROPERTIES,
     MERGED_UPTO as MERGED_UPTO,
     OFFSETS as OFFSETS,
     PROP_KEY as PROP_KEY,
@@ -109,13 +110,24 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
             {**BASE_PROPERTIES, **common, PROP_KIND: "tombstones"})
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
-                   {"format-version": "2", "write.parquet.compression-codec": "zstd", **common, PROP_KIND: "changelog"})
+                   {"format-version": "2", "write.parquet.compression-codec": "zstd", **LANDING_TABLE_PROPERTIES, **common,
+                    PROP_KIND: "changelog"})
 
 
 def mark_captured(catalog: Catalog, db: str) -> None:
     """Record that `db` was added to capture on demand (read by `connectors.apply` and the consumer)."""
     _ensure_namespace(catalog, db)
     catalog.update_namespace_properties(db, updates={CAPTURE: "true"})
+
+
+def landing_table(table: Table) -> Table:
+    """`table` with the landing tables' properties (set once on tables created before they existed)."""
+    if all(table.properties.get(k) == v for k, v in LANDING_TABLE_PROPERTIES.items()):
+        return table
+    with table.transaction() as tx:
+        tx.set_properties(LANDING_TABLE_PROPERTIES)
+    log.info("%s: set %s", ".".join(table.name()), LANDING_TABLE_PROPERTIES)
+    return table
 
 
 def captured_namespaces(catalog: Catalog) -> list[str]:

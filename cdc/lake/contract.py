@@ -41,6 +41,11 @@ PROP_KIND = "cdc.kind"  # base | changelog | tombstones
 PROP_TOPIC = "cdc.topic"  # the Kafka topic a changelog lands from
 TRUNCATED_BEFORE = "cdc.truncated-before-seq"  # the truncate floor (base table)
 
+# pyiceberg retries a commit that lost a race by re-applying the append on top of the winner's:
+# that would skip the landing's own offsets check, so landing tables (changelog, dead letters)
+# surface the conflict instead and `cdc.ingest.commit` reloads, filters again and retries
+LANDING_TABLE_PROPERTIES = {"commit.retry.num-retries": "0"}
+
 # ---- snapshot summary properties
 OFFSETS = "cdc.kafka-offsets"  # next Kafka offset per topic and partition (changelog and DLQ commits)
 TOPIC_IDS = "cdc.kafka-topic-ids"  # the Kafka topic id each recorded topic had (a recreated topic has a new one)
