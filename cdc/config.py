@@ -147,6 +147,17 @@ class MergeSettings(_Section):
 
 class TableOverride(_Section):
     buckets: int | None = Field(None, ge=1, le=1024)
+    # columns that never leave the source (PII): Debezium drops them (`column.exclude.list`), so they reach
+    # neither Kafka nor the lake; the consumer and the bootstrap leave them out as well
+    exclude_columns: list[str] = Field(default_factory=list)
+
+    @field_validator("exclude_columns")
+    @classmethod
+    def _columns(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not c or "," in c or any(ord(ch) < 32 for ch in c)]
+        if bad:
+            raise ValueError(f"column names {bad} cannot be excluded (empty, a comma or a control character)")
+        return v
 
 
 class Settings(BaseSettings):
@@ -196,6 +207,10 @@ class Settings(BaseSettings):
             props["init_catalog_tables"] = "true"
         props.update(self.catalog.properties)
         return props
+
+    def excluded_columns(self, db: str, table: str) -> frozenset[str]:
+        override = self.tables.get(f"{db}.{table}")
+        return frozenset(override.exclude_columns) if override else frozenset()
 
     def buckets_for(self, db: str, table: str) -> int:
         override = self.tables.get(f"{db}.{table}")

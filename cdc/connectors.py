@@ -109,6 +109,20 @@ def _truststore_type(path: str) -> str:
     return {".pem": "PEM", ".crt": "PEM", ".p12": "PKCS12", ".pfx": "PKCS12"}.get(suffix, "JKS")
 
 
+def excluded_column_patterns(settings: Settings) -> list[str]:
+    """Pure: Debezium's `column.exclude.list`: each `db.table.column` as a regular expression matching only itself."""
+    out = []
+    for name, override in sorted(settings.tables.items()):
+        for column in override.exclude_columns:
+            out.append(_java_regex_literal(f"{name}.{column}"))
+    return out
+
+
+def _java_regex_literal(text: str) -> str:
+    # a backslash before any ASCII character that is not a letter or a digit makes it literal in Java
+    return "".join(f"\\{ch}" if ch.isascii() and not ch.isalnum() and ch != "_" else ch for ch in text)
+
+
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
     def secret(key: str, present: bool) -> str:
         return f"${{file:{secrets_file}:{key}}}" if present else ""  # empty: the setting is left out
@@ -133,6 +147,7 @@ def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str]
             "topic_prefix": settings.connect.topic_prefix,
             "include_databases": ",".join(included_databases(settings, added)),
             "exclude_databases": ",".join(settings.connect.exclude_databases),
+            "exclude_columns": ",".join(excluded_column_patterns(settings)),
             "bootstrap": kafka.bootstrap_servers,
             "kafka_security_protocol": kafka.security_protocol,
             "kafka_sasl_mechanism": (kafka.sasl_mechanism or "") if _sasl(settings) else "",

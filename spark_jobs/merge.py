@@ -34,8 +34,11 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     import merge_sql as q  # type: ignore[no-redef]
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
     CHANGELOG_SUFFIX,
+    LATEST_VIEW,
     MERGED_UPTO,
     PROP_KEY as PRIMARY_KEY,
+    SEQ,
+    SOURCE_TS,
     SOURCE_VIEW,
     TOMBSTONES_SUFFIX,
     TRUNCATED_BEFORE,
@@ -150,14 +153,14 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     else:
         changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (q.SEQ, q.SOURCE_TS)]
+    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS)]
     plan = q.MergePlan(base, tombstones, SOURCE_VIEW, key, tuple(base_cols))
     floor, purge = _truncate_floor(spark, base, f"{db}.{table}")
     latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
     try:
         n_changes = latest.count()
-        latest.createOrReplaceTempView(q.LATEST_VIEW)
+        latest.createOrReplaceTempView(LATEST_VIEW)
         spark.sql(q.tombstones_sql(plan))
         _fault(AFTER_TOMBSTONES)
         spark.conf.set(conf_key, str(upto))
@@ -171,7 +174,7 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     finally:
         spark.conf.unset(conf_key)
         spark.catalog.dropTempView(SOURCE_VIEW)
-        spark.catalog.dropTempView(q.LATEST_VIEW)
+        spark.catalog.dropTempView(LATEST_VIEW)
         latest.unpersist()
     spark.sql(q.expire_tombstones_sql(plan, tombstone_days))
     rows_after = spark.table(q.qualified(*base)).count()

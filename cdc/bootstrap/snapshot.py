@@ -245,6 +245,11 @@ def bootstrap(
     started = time.monotonic()
     catalog = lake.open_catalog(settings)
     columns, key = preflight(settings, catalog, table, rebuild)
+    left_out = settings.excluded_columns(table.db, table.table)
+    if left_out & set(key):
+        raise ConfigError(f"{table}: key columns {sorted(left_out & set(key))} are in tables.{table}.exclude_columns: "
+                          "a key cannot be left out")
+    columns = [c for c in columns if c.name not in left_out]  # excluded columns are never read
     _ensure_captured(settings, catalog, table)
     schema = table_schema(columns, key)
     if buckets is not None:

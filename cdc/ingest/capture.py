@@ -8,6 +8,7 @@ is only derived from the table (to find the partitions a table's offsets are rec
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pyiceberg.catalog import Catalog
 
 from cdc.config import Settings
-from cdc.events.model import TableId
+from cdc.events.model import ChangeEvent, TableId, TableSchema
 from cdc.lake.catalog import captured_namespaces
 
 MARKER_DB = "cdc_marker"  # `connectors.wait_captured`'s marker table lives here; always captured
@@ -45,6 +46,10 @@ class CaptureRules:
     prefix: str
     include: frozenset[str] = frozenset()  # empty: every database not excluded
     exclude: frozenset[str] = frozenset()
+    excluded_columns: tuple[tuple[TableId, frozenset[str]], ...] = ()  # per table, columns that never land
+
+    def columns_left_out(self, table: TableId) -> frozenset[str]:
+        return next((cols for t, cols in self.excluded_columns if t == table), frozenset())
 
     @property
     def pattern(self) -> str:
@@ -66,7 +71,24 @@ class CaptureRules:
     def from_settings(cls, settings: Settings, catalog: Catalog | None = None) -> CaptureRules:
         c = settings.connect
         added = captured_namespaces(catalog) if catalog is not None and c.include_databases else []
-        return cls(c.topic_prefix, frozenset(included_databases(settings, added)), frozenset(c.exclude_databases))
+        excluded = tuple((table_id(name), frozenset(o.exclude_columns)) for name, o in sorted(settings.tables.items())
+                         if o.exclude_columns)
+        return cls(c.topic_prefix, frozenset(included_databases(settings, added)), frozenset(c.exclude_databases), excluded)
+
+
+def table_id(name: str) -> TableId:
+    """`db.table` from settings keys (the first dot separates: database names with a dot cannot be landed)."""
+    db, _, table = name.partition(".")
+    return TableId(db, table)
+
+
+def without_columns(event: ChangeEvent, columns: frozenset[str]) -> ChangeEvent:
+    """Pure: the change with `columns` left out of its schema and values (excluded columns never land)."""
+    if not columns.intersection(event.schema.names):
+        return event
+    schema = TableSchema(tuple(c for c in event.schema.columns if c.name not in columns), event.schema.key)
+    values = {k: v for k, v in event.values.items() if k not in columns}
+    return dataclasses.replace(event, schema=schema, values=values)
 
 
 def unsupported_name(table: TableId) -> str | None:

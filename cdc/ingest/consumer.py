@@ -29,7 +29,7 @@ from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId
 from cdc.ingest import dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw
-from cdc.ingest.capture import CaptureRules
+from cdc.ingest.capture import CaptureRules, without_columns
 from cdc.ingest.commit import landed_state
 from cdc.ingest.landing import REBUILD, Lander, Outcome
 from cdc.ingest.watermarks import topic_ids
@@ -451,7 +451,11 @@ def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordin
     if rules.topic(table) != coords.topic:
         return DecodeFailure("WrongTopic", f"a change of {table} on topic {coords.topic} (expected {rules.topic(table)})",
                              key, value, coords, table, headers)
-    return decoded
+    left_out = rules.columns_left_out(table)
+    if left_out & set(decoded.schema.key):
+        return DecodeFailure("ExcludedKeyColumn", f"{table}: key columns {sorted(left_out & set(decoded.schema.key))} are "
+                             "excluded (tables.<db.table>.exclude_columns): a key cannot be left out", key, None, coords, table, ())
+    return without_columns(decoded, left_out) if left_out else decoded
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
