@@ -256,6 +256,17 @@ def restart(settings: Settings, timeout: float = 90.0) -> list[TaskState]:
     return wait_running(settings, timeout)
 
 
+def _wait_task_configs(settings: Settings, config: dict[str, str], timeout: float) -> None:
+    name = settings.connect.connector_name
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = _request(f"{settings.connect.url}/connectors/{name}/tasks") or []
+        if tasks and all(all(t.get("config", {}).get(k) == v for k, v in config.items()) for t in tasks):
+            return
+        time.sleep(0.5)
+    raise ServiceError(f"connector {name}: its tasks did not take the new configuration within {timeout:.0f} s")
+
+
 def apply(settings: Settings, timeout: float = 90.0) -> str:
     """Create or update the Debezium connector and wait until it and its task run.
 
@@ -269,7 +280,15 @@ def apply(settings: Settings, timeout: float = 90.0) -> str:
     added = captured_namespaces(open_catalog(settings)) if settings.connect.include_databases else []
     config = debezium_config(settings, settings.connector_secrets_file(), added)
     name = settings.connect.connector_name
+    before = _request(f"{settings.connect.url}/connectors/{name}/config") if connector_state(settings) is not None else None
     _request(f"{settings.connect.url}/connectors/{name}/config", "PUT", config)
+    if isinstance(before, dict) and {k: v for k, v in before.items() if k != "name"} != config:
+        # a changed configuration (an exclusion, an include list) holds only from the task that runs it:
+        # wait until the task configs carry it, then restart so no event is captured under the old one
+        _wait_task_configs(settings, config, timeout)
+        restart(settings, timeout)
+        log.info("connector %s runs the new configuration", name)
+        return name
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = connector_state(settings) or {}
