@@ -35,7 +35,7 @@ from cdc.events.model import ColumnType, Kind, TableId
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
 from cdc.ingest.capture import CaptureRules, unsupported_name
 from cdc.ingest.commit import landed_offsets
-from cdc.ingest.landing import anchor_bootstrap
+from cdc.ingest.landing import anchor_bootstrap, unbucketable_key
 from cdc.ingest.watermarks import topic_ids, watermarks
 from cdc.lake import catalog as lake
 from cdc.lake.contract import BOOTSTRAP_POSITION, reserved_name
@@ -252,6 +252,9 @@ def bootstrap(
     columns = [c for c in columns if c.name not in left_out]  # excluded columns are never read
     _ensure_captured(settings, catalog, table)
     schema = table_schema(columns, key)
+    unbucketable = unbucketable_key(schema)
+    if unbucketable:
+        raise ConfigError(f"{table}: {unbucketable}; declare a primary key that starts with another column")
     if buckets is not None:
         settings = settings.model_copy(deep=True)
         settings.tables[str(table)] = TableOverride(buckets=buckets)

@@ -361,13 +361,20 @@ def _refuse_reserved(table: TableId, schema: TableSchema) -> None:
             f"rename the columns at the source, then run `{BOOTSTRAP.format(table=table)}`")
 
 
-def _refuse_unbucketable(table: TableId, schema: TableSchema) -> None:
-    """Iceberg's bucket transform takes no boolean, float or double: such a first key column cannot partition."""
+def unbucketable_key(schema: TableSchema) -> str | None:
+    """Pure: why the first key column cannot partition the lake tables (Iceberg's bucket transform takes no
+    boolean, float or double), or None."""
     first = next(c for c in schema.columns if c.name == schema.key[0])
     if first.type.kind in (Kind.BOOLEAN, Kind.FLOAT, Kind.DOUBLE):
-        raise TableCannotLand(f"the first key column {first.name!r} is {first.type.kind.value}: Iceberg cannot bucket it",
-                              "declare a different first key column at the source (a primary key starting with an integer, "
-                              f"string, decimal or temporal column), then run `{BOOTSTRAP.format(table=table)}`")
+        return f"the first key column {first.name!r} is {first.type.kind.value}: Iceberg cannot bucket it"
+    return None
+
+
+def _refuse_unbucketable(table: TableId, schema: TableSchema) -> None:
+    reason = unbucketable_key(schema)
+    if reason:
+        raise TableCannotLand(reason, "declare a primary key that starts with an integer, string, decimal or temporal "
+                                      f"column at the source, then run `{BOOTSTRAP.format(table=table)}`")
 
 
 def _last_offsets(events: list[ChangeEvent]) -> dict[int, int]:

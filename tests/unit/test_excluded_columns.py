@@ -62,3 +62,4 @@ def test_a_key_column_cannot_be_excluded(tmp_path: Path) -> None:
     assert isinstance(failure, DecodeFailure)
     assert failure.error == "ExcludedKeyColumn"
     assert failure.value is None  # the raw message is not kept: it may hold the excluded values
+

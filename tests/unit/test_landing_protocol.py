@@ -163,3 +163,16 @@ def test_every_offset_lands_exactly_once_under_crashes_at_any_point(
 )
 def test_reanchor(recorded: dict[int, int], anchor: dict[int, int], high_now: dict[int, int], expected: dict[int, int]) -> None:
     assert off.reanchor(recorded, anchor, high_now) == expected
+
+
+def test_first_key_columns_iceberg_cannot_bucket() -> None:
+    from cdc.events.model import Column, ColumnType, Kind, TableSchema
+    from cdc.ingest.landing import unbucketable_key
+
+    def schema(kind: Kind) -> TableSchema:
+        return TableSchema((Column("k", ColumnType(kind)), Column("id", ColumnType(Kind.INT))), ("k", "id"))
+
+    for kind in (Kind.BOOLEAN, Kind.FLOAT, Kind.DOUBLE):
+        assert unbucketable_key(schema(kind)) == f"the first key column 'k' is {kind.value}: Iceberg cannot bucket it"
+    for kind in (Kind.INT, Kind.LONG, Kind.STRING, Kind.DATE, Kind.TIMESTAMP, Kind.BINARY):
+        assert unbucketable_key(schema(kind)) is None
