@@ -329,8 +329,11 @@ class Ingestor:
         start = self.plan([part])[part]
         if start is None:
             self._hold([part])
-        else:
+            return
+        try:
             self.consumer.seek(TopicPartition(part[0], part[1], start))
+        except KafkaException as exc:  # no longer ours (a rebalance): its next owner plans it from the lake
+            log.warning("%s[%d]: could not seek to %d: %s", part[0], part[1], start, exc)
 
     def _hold(self, parts: list[Part]) -> None:
         fresh = [p for p in parts if p not in self._held]
@@ -356,10 +359,13 @@ class Ingestor:
             start = starts[part]
             if start is None:
                 continue
+            try:
+                self.consumer.seek(TopicPartition(part[0], part[1], start))
+                self.consumer.resume([TopicPartition(part[0], part[1])])
+            except KafkaException as exc:  # no longer ours (a rebalance): its next owner plans it from the lake
+                log.warning("%s[%d]: could not resume at %d: %s", part[0], part[1], start, exc)
+                continue
             self._held.discard(part)
-            tp = TopicPartition(part[0], part[1], start)
-            self.consumer.seek(tp)
-            self.consumer.resume([TopicPartition(part[0], part[1])])
             log.info("%s[%d]: its tables are streaming again, resuming at offset %d (from the lake)", part[0], part[1], start)
 
     def _record_halt(self, record: state.Halted) -> None:
