@@ -190,7 +190,10 @@ def test_bootstrap_refusals_exit_2(stack: Settings) -> None:
     create_tables(stack, db, ("a",))
     conn = connect(stack, database=db)
     try:
-        conn.cursor().execute("CREATE TABLE nokey (x INT)")
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE nokey (x INT)")
+        cur.execute("CREATE TABLE floatkey (f DOUBLE PRIMARY KEY, x INT)")
+        cur.execute("CREATE TABLE clash (id INT PRIMARY KEY, `_Seq` INT)")
         conn.commit()
     finally:
         conn.close()
@@ -199,6 +202,8 @@ def test_bootstrap_refusals_exit_2(stack: Settings) -> None:
         ([f"{db}.missing"], "does not exist"),
         ([f"{db}.a", "--rebuild"], "no lake table to rebuild"),
         (["not-a-table-name"], "expected DB.TABLE"),
+        ([f"{db}.floatkey"], "the first key column 'f' is double: Iceberg cannot bucket it"),
+        ([f"{db}.clash"], "collide with the lake's own column names"),
     ]
     for args, message in cases:
         proc = cdc_process(["bootstrap", *args])
