@@ -13,15 +13,6 @@ from cdc.events.model import TableId
 from cdc.lake import catalog as lake, state
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # no cdc.yaml
-    for var in [v for v in __import__("os").environ if v.startswith("CDC_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("CDC_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_info:
         main(args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,6 @@ from cdc.config import load_settings
 from cdc.events.model import TableId
 from cdc.ingest.capture import MARKER_DB
 from cdc.lake import catalog as lake, state
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # no cdc.yaml
-    for var in [v for v in os.environ if v.startswith("CDC_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("CDC_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

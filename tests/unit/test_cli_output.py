@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,15 +14,6 @@ from cdc.cli import main
 from cdc.config import load_settings
 from cdc.events.model import TableId
 from cdc.lake import catalog as lake, state
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # no cdc.yaml
-    for var in [v for v in os.environ if v.startswith("CDC_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("CDC_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

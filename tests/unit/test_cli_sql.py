@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +18,6 @@ from cdc.lake import catalog as lake
 
 FILES = 30
 ROWS_PER_FILE = 100
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # no cdc.yaml
-    for var in [v for v in os.environ if v.startswith("CDC_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("CDC_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 @pytest.fixture
