@@ -247,8 +247,7 @@ def connectors_status(ctx: click.Context) -> None:
 
     s = _settings(ctx)
     rows = c.task_states(s)
-    _out(ctx).table("connector", f"connector {s.connect.connector_name} at {s.connect.url}",
-                    ["name", "task", "state", "worker", "trace"], [tuple(r) for r in rows])
+    _connector_table(ctx, s, rows)
     if not rows or any(r.state != "RUNNING" for r in rows):
         raise CheckFailed(f"connector {s.connect.connector_name}: " + ("not created (run `cdc connectors apply`)" if not rows
                           else ", ".join(f"{r.task} {r.state}" for r in rows if r.state != "RUNNING")))
@@ -261,7 +260,10 @@ def connectors_restart(ctx: click.Context) -> None:
     from cdc import connectors as c
 
     s = _settings(ctx)
-    rows = c.restart(s)
+    _connector_table(ctx, s, c.restart(s))
+
+
+def _connector_table(ctx: click.Context, s: Settings, rows: Sequence[Any]) -> None:
     _out(ctx).table("connector", f"connector {s.connect.connector_name} at {s.connect.url}",
                     ["name", "task", "state", "worker", "trace"], [tuple(r) for r in rows])
 

@@ -289,21 +289,9 @@ def apply(settings: Settings, timeout: float = 90.0) -> str:
         restart(settings, timeout)
         log.info("connector %s runs the new configuration", name)
         return name
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = connector_state(settings) or {}
-        connector = status.get("connector", {}).get("state")
-        tasks = status.get("tasks", [])
-        failed = [t for t in tasks if t.get("state") == "FAILED"]
-        if connector == "FAILED" or failed:
-            trace = (failed[0] if failed else status.get("connector", {})).get("trace", "")
-            first = trace.strip().splitlines()[0] if trace else "no trace"
-            raise ServiceError(f"connector {name} failed to start: {first} (see the Connect worker's log)")
-        if connector == "RUNNING" and tasks and all(t.get("state") == "RUNNING" for t in tasks):
-            log.info("connector %s is running", name)
-            return name
-        time.sleep(1)
-    raise ServiceError(f"connector {name} did not reach RUNNING within {timeout:.0f} s (see the Connect worker's log)")
+    wait_running(settings, timeout)
+    log.info("connector %s is running", name)
+    return name
 
 
 def delete(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.ingest import dlq
 from cdc.ingest.capture import MARKER_DB
+from cdc.ingest.commit import landed_offsets
 from cdc.lake import catalog as lake, state
 
 
@@ -42,7 +43,7 @@ def table_status(settings: Settings, catalog: Catalog | None = None) -> tuple[li
     known = user_tables(catalog)
     for table in known:
         changelog = catalog.load_table(lake.changelog_name(table))
-        offsets = lake.committed_offsets(changelog)
+        offsets = landed_offsets(changelog)
         cl_snap = changelog.current_snapshot()
         try:
             base = catalog.load_table(lake.base_name(table))

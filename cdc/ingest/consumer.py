@@ -32,7 +32,7 @@ from cdc.ingest.batch import Batch, Raw
 from cdc.ingest.capture import CaptureRules, without_columns
 from cdc.ingest.commit import landed_state
 from cdc.ingest.landing import REBUILD, Lander, Outcome
-from cdc.ingest.watermarks import topic_ids
+from cdc.ingest.watermarks import admin_client, topic_ids
 from cdc.lake import catalog as lake, state
 from cdc.retry import RetryPolicy, retrying
 
@@ -82,7 +82,7 @@ class Ingestor:
         self.catalog = catalog
         self.policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
         self.rules = retrying("read the capture rules", self.policy, lambda: CaptureRules.from_settings(settings, catalog))
-        self.lander = Lander(settings, catalog, self.rules, self.policy)
+        self.lander = Lander(settings, catalog, self.policy)
         self.report = IngestReport()
         self._batch = Batch()
         self._held: set[Part] = set()  # partitions of halted tables: paused, nothing of them landed
@@ -112,6 +112,7 @@ class Ingestor:
         }
         require_broker(settings)
         self.consumer = Consumer(conf)
+        self.admin = admin_client(settings)  # topic ids at assignment and at every flush
 
     @classmethod
     def open(cls, settings: Settings) -> Ingestor:
@@ -125,7 +126,7 @@ class Ingestor:
         return retrying("read the landed offsets", self.policy, lambda: self._plan(parts))
 
     def _plan(self, parts: list[Part]) -> dict[Part, int | None]:
-        ids = topic_ids(self.settings, sorted({t for t, _ in parts}))
+        ids = topic_ids(self.settings, sorted({t for t, _ in parts}), self.admin)
         self._topic_ids.update(ids)
         halted = state.halted_tables(self.catalog)
         held_topics = {h.topic or self.rules.topic(t) for t, h in halted.items()}
@@ -315,7 +316,6 @@ class Ingestor:
             self._refreshed_this_poll = True
             self.rules = retrying("read the capture rules", self.policy,
                                   lambda: CaptureRules.from_settings(self.settings, self.catalog))
-            self.lander.rules = self.rules
             decoded = classify(self.rules, self.settings.ingest.max_message_bytes, raw, coords)
         if isinstance(decoded, DecodeFailure):
             log.warning("dead letter at %s[%d]@%d: %s: %s", topic, partition, offset, decoded.error, decoded.message)
@@ -376,7 +376,7 @@ class Ingestor:
         known = {t: self._topic_ids[t] for t in topics if t in self._topic_ids}
         if not known:
             return set()
-        now = retrying("describe topics", self.policy, lambda: topic_ids(self.settings, sorted(known)))
+        now = retrying("describe topics", self.policy, lambda: topic_ids(self.settings, sorted(known), self.admin))
         return {t for t, i in known.items() if now.get(t, i) != i}
 
     def _hold_recreated(self, batch: Batch, topics: set[str]) -> None:

@@ -17,7 +17,7 @@ from pyiceberg.table import Table
 from pyiceberg.types import BinaryType, IntegerType, LongType, NestedField, StringType, TimestamptzType
 
 from cdc.events.model import DecodeFailure
-from cdc.lake.catalog import committed_offsets
+from cdc.ingest.commit import landed_offsets
 from cdc.lake.contract import LANDING_TABLE_PROPERTIES
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def to_arrow(failures: Sequence[DecodeFailure], seen: dt.datetime, schema: pa.Sc
 def committed(catalog: Catalog) -> dict[str, dict[int, int]]:
     """The next offsets the dead-letter commits recorded, per topic and partition."""
     try:
-        return committed_offsets(catalog.load_table(TABLE))
+        return landed_offsets(catalog.load_table(TABLE))
     except NoSuchTableError:
         return {}
 

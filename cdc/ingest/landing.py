@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
@@ -111,8 +112,8 @@ def _summary(offsets: off.Offsets, topic_ids: dict[str, str]) -> dict[str, str]:
 class Lander:
     """Lands batches into the lake (see the module doc for the order)."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, rules: CaptureRules, policy: RetryPolicy | None = None) -> None:
-        self.settings, self.catalog, self.rules = settings, catalog, rules
+    def __init__(self, settings: Settings, catalog: Catalog, policy: RetryPolicy | None = None) -> None:
+        self.settings, self.catalog = settings, catalog
         self.policy = policy or RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
         self._evolved: set[tuple[TableId, TableSchema]] = set()
 
@@ -197,7 +198,7 @@ class Lander:
         for table, changes in by_table.items():
             # a table the replay creates is anchored where the dead-letter table stands: everything of
             # its topic below that was read once, and its dead letters are what is replayed here
-            anchors = dead.get(changes.topic) or {p: o + 1 for p, o in _last_offsets(changes.events).items()}
+            anchors = dead.get(changes.topic) or {p: o + 1 for p, o in _first_offsets(changes.events, max).items()}
             try:
                 ready = self._prepare(table, changes, (), failures, outcome, anchors, {})
             except TableCannotLand as exc:
@@ -219,10 +220,13 @@ class Lander:
             raise TableCannotLand(f"{reason}; it cannot be landed", f"rename it at the source and run `{BOOTSTRAP.format(table=table)}`")
         events, topic = changes.events, changes.topic
         name = lake.changelog_name(table)
-        exists = self._call(f"{table}: load", lambda: self.catalog.table_exists(name))
         keyed = next((e.schema for e in events if e.schema.key), None)
         starts = _first_offsets(events)
-        if not exists:
+        try:
+            changelog: Table | None = self._call(f"{table}: load", lambda: self.catalog.load_table(name))
+        except NoSuchTableError:
+            changelog = None
+        if changelog is None:
             if keyed is None:  # only truncates, of a table the lake has no rows of: nothing to empty
                 outcome.skipped_truncates += len(events)
                 log.info("%s: truncate before the table's first change: nothing in the lake to empty, skipped", table)
@@ -234,18 +238,17 @@ class Lander:
                     "older changes were deleted by retention before they were landed", BOOTSTRAP.format(table=table))
             _refuse_reserved(table, keyed)
             _refuse_unbucketable(table, keyed)
-            self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed))
+            changelog = self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed))
             # anchored where this batch starts, not at its own first change: another new table of the same
             # topic may be created after it, and until then only this anchor holds the partition back
             self._anchor(table, {topic: dict(anchors)}, {topic: topic_ids[topic]} if topic in topic_ids else {})
-        else:
-            landed = landed_offsets(self._call(f"{table}: load", lambda: self.catalog.load_table(name))).get(topic, {})
+        elif any((topic, p) in unanchored for p in starts):  # only then: what did this table record?
+            landed = landed_offsets(changelog).get(topic, {})
             lost = sorted(p for p in starts if p not in landed and (topic, p) in unanchored)
             if lost:
                 raise TableCannotLand(
                     f"{topic} partitions {lost} no longer start at offset 0 and {table} recorded nothing for them: "
                     "changes may have been deleted by retention before they were landed", REBUILD.format(table=table))
-        changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(name))
         for schema in {e.schema for e in events}:
             changelog = self._evolve(table, changelog, schema)
         return self._rows(table, topic, changelog, changes, failures)
@@ -377,17 +380,10 @@ def _refuse_unbucketable(table: TableId, schema: TableSchema) -> None:
                                       f"column at the source, then run `{BOOTSTRAP.format(table=table)}`")
 
 
-def _last_offsets(events: list[ChangeEvent]) -> dict[int, int]:
+def _first_offsets(events: list[ChangeEvent], pick: Callable[[int, int], int] = min) -> dict[int, int]:
+    """The first (or, with `pick=max`, the last) offset of the events in each partition."""
     out: dict[int, int] = {}
     for e in events:
         c = e.coordinates
-        out[c.partition] = max(c.offset, out.get(c.partition, c.offset))
-    return out
-
-
-def _first_offsets(events: list[ChangeEvent]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for e in events:
-        c = e.coordinates
-        out[c.partition] = min(c.offset, out.get(c.partition, c.offset))
+        out[c.partition] = pick(c.offset, out.get(c.partition, c.offset))
     return out

@@ -52,7 +52,7 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
             report.still_failing += 1
             log.info("still failing: %s[%d]@%d: %s", coords.topic, coords.partition, coords.offset, decoded.message)
     if events:
-        report.landed, failed = Lander(settings, catalog, rules).land_replayed(events, raws)
+        report.landed, failed = Lander(settings, catalog).land_replayed(events, raws)
         # what decodes but still cannot land (a value that does not fit, a table that cannot land) stays
         kept = {(f.coordinates.topic, f.coordinates.partition, f.coordinates.offset) for f in failed}
         for f in failed:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from cdc.config import Settings
 from cdc.errors import ServiceError, TransientError
@@ -27,16 +29,19 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         consumer.close()
 
 
-def topic_ids(settings: Settings, topics: list[str], timeout: float = 10.0) -> dict[str, str]:
-    """The Kafka topic id of each existing topic (a deleted and recreated topic gets a new one)."""
-    from confluent_kafka import TopicCollection
-    from confluent_kafka.admin import AdminClient
+def admin_client(settings: Settings) -> AdminClient:
+    """An admin client whose librdkafka logs go through `logging` (one per consumer, not one per call)."""
+    conf: dict[str, Any] = {**settings.kafka.client_config(), "logger": logging.getLogger("cdc.librdkafka")}
+    return AdminClient(conf)
 
+
+def topic_ids(settings: Settings, topics: list[str], admin: AdminClient | None = None, timeout: float = 10.0) -> dict[str, str]:
+    """The Kafka topic id of each existing topic (a deleted and recreated topic gets a new one)."""
     if not topics:
         return {}
-    admin = AdminClient(settings.kafka.client_config())
+    client = admin or admin_client(settings)
     out: dict[str, str] = {}
-    for topic, future in admin.describe_topics(TopicCollection(sorted(set(topics))), request_timeout=timeout).items():
+    for topic, future in client.describe_topics(TopicCollection(sorted(set(topics))), request_timeout=timeout).items():
         try:
             out[topic] = str(future.result().topic_id)
         except Exception as exc:  # noqa: BLE001 - KafkaException: an unknown topic has no id; anything else is Kafka away

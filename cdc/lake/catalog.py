@@ -148,29 +148,6 @@ def ancestors(table: Table) -> Iterator[Any]:
         snapshot = table.snapshot_by_id(snapshot.parent_snapshot_id)
 
 
-def committed_offsets(table: Table) -> dict[str, dict[int, int]]:
-    """Next Kafka offset per topic and partition, as the newest changelog commit that recorded them says."""
-    for snapshot in ancestors(table):
-        offsets = committed_offsets_of(snapshot)
-        if offsets:
-            return offsets
-    return {}
-
-
-def committed_offsets_of(snapshot: Any) -> dict[str, dict[int, int]]:
-    """The offsets one snapshot recorded (empty for snapshots that are not landing commits)."""
-    summary = snapshot.summary
-    raw = summary.additional_properties.get(OFFSETS) if summary is not None else None
-    if not raw:
-        return {}
-    data = json.loads(raw)
-    return {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in data.items()}
-
-
-def encode_offsets(offsets: dict[str, dict[int, int]]) -> str:
-    return json.dumps({t: {str(p): o for p, o in sorted(parts.items())} for t, parts in sorted(offsets.items())}, separators=(",", ":"))
-
-
 def lake_tables(catalog: Catalog) -> list[TableId]:
     """Every source table that has a changelog table in the lake."""
     found: list[TableId] = []

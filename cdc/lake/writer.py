@@ -1,4 +1,4 @@
-"""Change records -> Arrow batches -> one atomic changelog append carrying the Kafka offsets."""
+"""Change records -> Arrow rows in the changelog table's schema (the commit is `cdc.ingest.landing`'s)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Any
 from cdc import connectors
 from cdc.config import Settings
 from cdc.events.model import TableId
+from cdc.ingest import offsets
 from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake
 from cdc.source import connect, quote_ident
@@ -127,7 +128,8 @@ def assert_oracle(settings: Settings, spark: Any, db: str, tables: Sequence[str]
         coords = changelog.scan(selected_fields=("_kafka_partition", "_kafka_offset")).to_arrow().to_pylist()
         pairs = [(r["_kafka_partition"], r["_kafka_offset"]) for r in coords]
         assert len(pairs) == len(set(pairs)), f"{table}: a change was landed twice"
-        history = [lake.committed_offsets_of(snap) for snap in reversed(list(lake.ancestors(changelog)))]
+        history = [offsets.recorded([snap.summary.additional_properties if snap.summary else None])
+                   for snap in reversed(list(lake.ancestors(changelog)))]
         recorded = [h for h in history if h]
         for before, after in zip(recorded, recorded[1:], strict=False):
             for topic, parts in before.items():

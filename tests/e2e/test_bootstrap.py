@@ -54,17 +54,14 @@ def test_two_million_rows_while_a_writer_keeps_changing_them(stack: Settings, sp
     assert_oracle(stack, spark, db, ("a",))
 
 
-class _GrowingWriter:
+class _GrowingWriter(Writer):
     """Inserts new rows and updates existing ones (never deletes) until stopped: the table only grows."""
 
     def __init__(self, settings: Settings, db: str, table: str, first_new_id: int, seed: int) -> None:
-        self.settings, self.db, self.table = settings, db, table
+        super().__init__(settings, db, seed, (table,))
+        self.table = table
         self.next_id = first_new_id
-        self.rng = random.Random(seed)
         self.statements = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
 
     def _run(self) -> None:
         try:
@@ -88,16 +85,6 @@ class _GrowingWriter:
                 conn.close()
         except BaseException as exc:  # noqa: BLE001 - re-raised on exit
             self.error = exc
-
-    def __enter__(self) -> _GrowingWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        if self.error is not None:
-            raise self.error
 
 
 def test_rebuild_while_other_tables_stream_and_a_reader_polls(stack: Settings, spark: Any) -> None:

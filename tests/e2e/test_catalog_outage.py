@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from cdc.config import Settings
 from cdc.events.model import TableId
+from cdc.ingest.commit import landed_offsets
 from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake, state as lake_state
 from cdc.spark import jdbc_catalog_conf
@@ -128,7 +129,7 @@ def _offsets(settings: Settings, table: TableId) -> dict[str, dict[int, int]]:
     """The changelog's recorded offsets, read through a catalog of its own (no pooled connection survives a restart)."""
     catalog = lake.open_catalog(settings)
     try:
-        return lake.committed_offsets(catalog.load_table(lake.changelog_name(table)))
+        return landed_offsets(catalog.load_table(lake.changelog_name(table)))
     finally:
         catalog.engine.dispose()  # type: ignore[attr-defined]
 

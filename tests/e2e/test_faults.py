@@ -21,6 +21,7 @@ from cdc.errors import ServiceError
 from cdc.events.model import TableId
 from cdc.ingest import dlq
 from cdc.ingest.capture import CaptureRules
+from cdc.ingest.commit import landed_offsets
 from cdc.ingest.consumer import Ingestor
 from cdc.ingest.replay import replay
 from cdc.lake import catalog as lake
@@ -444,7 +445,7 @@ def test_catalog_unavailable_during_commits(stack: Settings, spark: Any) -> None
     wait_captured(stack, db, ("a",))
     Ingestor(stack, lake.open_catalog(stack)).drain()
     table = TableId(db, "a")
-    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(table)))
+    recorded = landed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(table)))
     consumer = cdc_process(["ingest"], **FAST_FLUSH)
     reader = lake.open_catalog(stack)  # WAL: reads go on while the writer lock is held
     lock = sqlite3.connect(uri.removeprefix("sqlite:///"), timeout=30)
@@ -452,7 +453,7 @@ def test_catalog_unavailable_during_commits(stack: Settings, spark: Any) -> None
         lock.execute("BEGIN EXCLUSIVE")
         write_some(stack, db, random.Random(8), 40, ("a",))
         time.sleep(15)  # commits fail with "database is locked" and back off
-        during = lake.committed_offsets(reader.load_table(lake.changelog_name(table)))
+        during = landed_offsets(reader.load_table(lake.changelog_name(table)))
         lock.rollback()
     finally:
         lock.close()

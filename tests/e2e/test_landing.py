@@ -23,6 +23,7 @@ from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.ingest import dlq
 from cdc.ingest.capture import CaptureRules
+from cdc.ingest.commit import landed_offsets
 from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake, state
 from cdc.source import connect, quote_ident
@@ -324,7 +325,7 @@ def test_messages_deleted_before_landing_halt_the_table_never_a_silent_gap(stack
     bootstrap(stack, a, chunk_rows=1000)
     anchored = _landed_offsets(stack, a)  # nothing landed yet, but the offsets are recorded
     assert anchored == []
-    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))
+    recorded = landed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))
     assert recorded[rules.topic(a)][0] == _high(stack, rules.topic(a))
     write_some(stack, db, random.Random(10), 20, ("a", "fresh"))
     wait_captured(stack)
@@ -386,7 +387,7 @@ def test_a_recreated_topic_halts_its_table_alone_and_a_rebuild_resumes_it(stack:
     wait_captured(stack)
     _produce(stack, rules.topic(c), [(None, b"garbage in the old topic")])
     Ingestor(stack, lake.open_catalog(stack)).drain()
-    recorded_a = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))[rules.topic(a)][0]
+    recorded_a = landed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(a)))[rules.topic(a)][0]
     old_dead_c = max(_dead_offsets(stack, rules.topic(c)))
     for t in (a, c):
         _recreate(stack, rules.topic(t))
@@ -442,7 +443,7 @@ def test_a_bootstrap_on_a_shared_topic_skips_nothing_of_the_other_table(stack: S
     wait_captured(stack)
     bootstrap(stack, TableId(db, "x y"), chunk_rows=1000)
     topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "x y"))
-    recorded = lake.committed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(TableId(db, "x y"))))
+    recorded = landed_offsets(lake.open_catalog(stack).load_table(lake.changelog_name(TableId(db, "x y"))))
     assert recorded[topic][0] == 0  # not the topic's end: `x_y` has landed nothing of it yet
     Ingestor(stack, lake.open_catalog(stack)).drain(tables=[TableId(db, "x y")])
     for n in ("x y", "x_y"):

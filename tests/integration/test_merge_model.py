@@ -19,7 +19,6 @@ from cdc.config import Settings, load_settings
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, KafkaCoordinates, TableId
 from cdc.ingest.batch import Batch
-from cdc.ingest.capture import CaptureRules
 from cdc.ingest.landing import Lander
 from cdc.lake import catalog as lake
 from cdc.spark import jdbc_catalog_conf
@@ -112,7 +111,7 @@ def land_and_merge(
     if bootstrapped:
         first = decoded(table, [(0, Change("c", {"id": 0, "v": 0, "s": None}, 1))])
         lake.ensure_tables(catalog, s, tid, first.tables[tid].events[0].schema)
-    lander = Lander(s, catalog, CaptureRules("cdc"))
+    lander = Lander(s, catalog)
     so_far: list[Change] = []
     for batch in batches:
         so_far += [c for _, c in batch]

@@ -14,7 +14,7 @@ from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, KafkaCoordinates, TableId
 from cdc.ingest import landing, offsets as off
 from cdc.ingest.batch import Batch
-from cdc.ingest.capture import CaptureRules
+from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import ChangelogSink, Lander
 from cdc.lake import catalog as lake
 from tests.debezium_messages import envelope, field, key, payload, source, value_schema
@@ -39,8 +39,7 @@ def _batch(first: int, n: int) -> Batch:
 def test_the_loser_of_a_commit_race_lands_nothing_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(home=tmp_path, ingest={"buckets": 2})
     catalog = lake.open_catalog(settings)
-    rules = CaptureRules(settings.connect.topic_prefix)
-    Lander(settings, catalog, rules).land(_batch(0, 3))  # the table exists, offsets at 3
+    Lander(settings, catalog).land(_batch(0, 3))  # the table exists, offsets at 3
     stale, fresh = _batch(3, 10), _batch(3, 12)  # both read 3.. ; the fresh one a little further
     original = ChangelogSink.write
     raced = {"done": False}
@@ -49,14 +48,14 @@ def test_the_loser_of_a_commit_race_lands_nothing_twice(tmp_path: Path, monkeypa
                                              topic_ids: dict[str, str]) -> None:
         if not raced["done"]:  # the table this attempt loaded is now stale: the other consumer commits first
             raced["done"] = True
-            Lander(settings, lake.open_catalog(settings), rules).land(fresh)
+            Lander(settings, lake.open_catalog(settings)).land(fresh)
         original(self, table, rows, offsets, topic_ids)  # type: ignore[arg-type]
 
     monkeypatch.setattr(landing.ChangelogSink, "write", write_after_the_other_one_committed)
-    outcome = Lander(settings, catalog, rules).land(stale)
+    outcome = Lander(settings, catalog).land(stale)
     assert raced["done"]
     assert outcome.landed == {}  # its attempt conflicted, reloaded and found everything landed
     changelog = catalog.load_table(lake.changelog_name(TableId(DB, TABLE)))
     landed = changelog.scan(selected_fields=("_kafka_offset",)).to_arrow().column("_kafka_offset").to_pylist()
     assert sorted(landed) == list(range(15))  # each offset once
-    assert lake.committed_offsets(changelog) == {TOPIC: {0: 15}}  # never backwards
+    assert landed_offsets(changelog) == {TOPIC: {0: 15}}  # never backwards
