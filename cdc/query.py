@@ -102,37 +102,31 @@ def _conjuncts(text: str) -> list[str]:
     return out
 
 
-def _balanced(text: str) -> bool:
+def _scan(text: str) -> Iterator[tuple[int, int, bool]]:
+    """Each character's index, the bracket depth after it, and whether it is inside double quotes."""
     depth, quoted = 0, False
-    for ch in text:
+    for i, ch in enumerate(text):
         if ch == '"':
             quoted = not quoted
         elif not quoted and ch in "([{":
             depth += 1
         elif not quoted and ch in ")]}":
             depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0 and not quoted
+        yield i, depth, quoted
+
+
+def _balanced(text: str) -> bool:
+    steps = list(_scan(text))
+    return all(depth >= 0 for _, depth, _ in steps) and (not steps or (steps[-1][1] == 0 and not steps[-1][2]))
 
 
 def _split_and(text: str) -> list[str]:
     parts: list[str] = []
-    depth, quoted, start, i = 0, False, 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch in "([{":
-            depth += 1
-        elif not quoted and ch in ")]}":
-            depth -= 1
-        elif not quoted and depth == 0 and text.startswith(" and ", i):
+    start = 0
+    for i, depth, quoted in _scan(text):
+        if i >= start and not quoted and depth == 0 and text.startswith(" and ", i):
             parts.append(text[start:i])
             start = i + 5
-            i += 5
-            continue
-        i += 1
     parts.append(text[start:])
     return [p.strip() for p in parts]
 
