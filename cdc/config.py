@@ -150,8 +150,25 @@ class TableOverride(_Section):
     # columns that never leave the source (PII): Debezium drops them (`column.exclude.list`), so they reach
     # neither Kafka nor the lake; the consumer and the bootstrap leave them out as well
     exclude_columns: list[str] = Field(default_factory=list)
+    # a key for a table without a primary key (or instead of it): Debezium's `message.key.columns`,
+    # the bootstrap's paging order and the lake's key
+    key: list[str] | None = None
+    # what a schema change at the source does: `evolve` the lake in place where Iceberg allows it (the rest
+    # halts the table), or `halt` the table on every change until an operator rebuilds it
+    schema_changes: Literal["evolve", "halt"] = "evolve"
+    # a column dropped at the source: `drop` it from the lake too, or `keep` it frozen with its last values
+    dropped_columns: Literal["drop", "keep"] = "drop"
+    # TINYINT(1) columns that land as booleans (opt-in): any value other than 0/1 is dead-lettered
+    booleans: list[str] = Field(default_factory=list)
 
-    @field_validator("exclude_columns")
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v) or any(not c or "," in c or any(ord(ch) < 32 for ch in c) for c in v)):
+            raise ValueError(f"a declared key needs distinct, non-empty column names without commas or control characters: {v}")
+        return v
+
+    @field_validator("exclude_columns", "booleans")
     @classmethod
     def _columns(cls, v: list[str]) -> list[str]:
         bad = [c for c in v if not c or "," in c or any(ord(ch) < 32 for ch in c)]
@@ -211,6 +228,10 @@ class Settings(BaseSettings):
     def excluded_columns(self, db: str, table: str) -> frozenset[str]:
         override = self.tables.get(f"{db}.{table}")
         return frozenset(override.exclude_columns) if override else frozenset()
+
+    def table_settings(self, db: str, table: str) -> TableOverride:
+        """The table's own settings, or the defaults."""
+        return self.tables.get(f"{db}.{table}") or TableOverride.model_validate({})
 
     def buckets_for(self, db: str, table: str) -> int:
         override = self.tables.get(f"{db}.{table}")

@@ -47,6 +47,9 @@ class Column:
     name: str
     type: ColumnType
     optional: bool = True
+    # the value rows that existed before an ALTER TABLE ... ADD of this column read for it (its DEFAULT,
+    # or MariaDB's implicit one for NOT NULL), as the column's converter gives it; None: NULL
+    default: Any = None
 
 
 @dataclass(frozen=True, slots=True)
