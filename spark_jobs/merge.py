@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     import merge_sql as q  # type: ignore[no-redef]
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
     CHANGELOG_SUFFIX,
+    COLUMN_DEFAULTS,
+    FROZEN_COLUMNS,
     LATEST_VIEW,
     MERGED_UPTO,
     PROP_KEY as PRIMARY_KEY,
@@ -153,9 +155,13 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     else:
         changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS)]
-    plan = q.MergePlan(base, tombstones, SOURCE_VIEW, key, tuple(base_cols))
+    # the columns changes carry (a column the base keeps frozen after a drop may be gone from the changelog)
+    carried = set(changes.columns)
+    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS) and f.name in carried]
+    plan = _plan(spark, base, tombstones, key, base_cols)
     floor, purge = _truncate_floor(spark, base, f"{db}.{table}")
+    pending = q.pending_defaults_sql(plan)
+    backfill = pending is not None and bool(spark.sql(pending).collect())
     latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
     try:
@@ -167,7 +173,7 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         log.info("merge %s.%s: MERGE started (changelog snapshot %s)%s", db, table, upto,
                  f", deleting the rows below the truncate floor {floor}" if purge else "")
         with _KillInMerge(spark):
-            spark.sql(q.merge_sql(plan, purge_below=floor if purge else None))
+            spark.sql(q.merge_sql(plan, purge_below=floor if purge else None, backfill=backfill))
         if _merged_upto(spark, base) != upto:
             # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
             spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
@@ -182,6 +188,21 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     log.info("merged %s: %d keys changed from changelog snapshot %s, %d rows, %.1f s",
              result.table, n_changes, upto, rows_after, result.seconds)
     return result
+
+
+def _plan(spark: SparkSession, base: tuple[str, str, str], tombstones: tuple[str, str, str], key: tuple[str, ...],
+          columns: list[str]) -> q.MergePlan:
+    """The merge plan, with the schema-change bookkeeping the landing left on the base table."""
+    defaults_json = _table_property(spark, base, COLUMN_DEFAULTS)
+    frozen_json = _table_property(spark, base, FROZEN_COLUMNS)
+    defaults = json.loads(defaults_json) if defaults_json else {}
+    frozen = json.loads(frozen_json) if frozen_json else {}
+    return q.MergePlan(
+        base, tombstones, SOURCE_VIEW, key, tuple(columns),
+        defaults=tuple(q.Default(c, int(d["below"]), q.default_literal(str(d["type"]), str(d["text"])))
+                       for c, d in sorted(defaults.items()) if c in columns),
+        frozen=tuple((c, int(s)) for c, s in sorted(frozen.items()) if c in columns),
+    )
 
 
 def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> tuple[int | None, bool]:

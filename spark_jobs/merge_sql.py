@@ -6,11 +6,15 @@ The merge folds a changelog slice into its base table:
 - a change applies only when it is newer than the row's `_seq`, so replays and re-runs are no-ops;
 - a delete removes the row and leaves a tombstone (key, `_seq`), so an older change of that key
   replayed later cannot bring the row back; tombstones expire after a window;
-- a truncate removes every row older than it, and raises a floor below which nothing applies.
+- a truncate removes every row older than it, and raises a floor below which nothing applies;
+- schema changes (see cdc/lake/evolution.py): a column added with a default reads that default in
+  every row older than the change (the rows the merge rewrites, and the rest once, by a backfill);
+  a column dropped under `dropped_columns: keep` keeps the values it had at the drop.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +41,15 @@ def qualified(*parts: str) -> str:
 
 
 @dataclass(frozen=True)
+class Default:
+    """Rows older than `below` (the ADD COLUMN's position) read `literal` for `column`."""
+
+    column: str
+    below: int
+    literal: str  # from `default_literal`: validated, typed
+
+
+@dataclass(frozen=True)
 class MergePlan:
     """What a merge needs to know about one table."""
 
@@ -45,6 +58,8 @@ class MergePlan:
     source_view: str
     key: tuple[str, ...]
     columns: tuple[str, ...]  # source columns of the base table, without _seq/_source_ts
+    defaults: tuple[Default, ...] = ()
+    frozen: tuple[tuple[str, int], ...] = ()  # column, position of its drop at the source
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -88,18 +103,54 @@ def expire_tombstones_sql(plan: MergePlan, days: int) -> str:
     return f"DELETE FROM {qualified(*plan.tombstones)} WHERE {quote(SOURCE_TS)} < current_timestamp() - INTERVAL {int(days)} DAYS"
 
 
-def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int | None = None) -> str:
+def _value(plan: MergePlan, column: str) -> str:
+    """The value a change gives `column`: its default when the change is older than the column."""
+    default = next((d for d in plan.defaults if d.column == column), None)
+    if default is None:
+        return f"s.{quote(column)}"
+    return f"CASE WHEN s.{quote(SEQ)} < {int(default.below)} THEN {default.literal} ELSE s.{quote(column)} END"
+
+
+def _assignment(plan: MergePlan, column: str) -> str:
+    drop = dict(plan.frozen).get(column)
+    if drop is not None:  # frozen: only changes from before the drop still set it
+        return f"t.{quote(column)} = CASE WHEN s.{quote(SEQ)} < {int(drop)} THEN s.{quote(column)} ELSE t.{quote(column)} END"
+    return f"t.{quote(column)} = {_value(plan, column)}"
+
+
+def pending_defaults(plan: MergePlan) -> str | None:
+    """A predicate on base rows (alias t) older than an added column that do not read its default yet."""
+    if not plan.defaults:
+        return None
+    return " OR ".join(f"(t.{quote(SEQ)} < {int(d.below)} AND t.{quote(d.column)} IS NULL)" for d in plan.defaults)
+
+
+def _backfill(plan: MergePlan) -> str:
+    return ", ".join(
+        f"t.{quote(d.column)} = CASE WHEN t.{quote(SEQ)} < {int(d.below)} AND t.{quote(d.column)} IS NULL "
+        f"THEN {d.literal} ELSE t.{quote(d.column)} END" for d in plan.defaults)
+
+
+def pending_defaults_sql(plan: MergePlan) -> str | None:
+    """One row when some base row still lacks a default it should read."""
+    pending = pending_defaults(plan)
+    return None if pending is None else f"SELECT 1 FROM {qualified(*plan.target)} t WHERE {pending} LIMIT 1"
+
+
+def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int | None = None, backfill: bool = False) -> str:
     """MERGE INTO the base table from the latest change per key, unless a newer tombstone stands.
 
     `purge_below`: a truncate floor with rows still below it; they are deleted in the same commit
     (one publish: `main` never shows the truncate without the changes that follow it).
+    `backfill`: rows older than an added column still lack its default; they get it in the same commit.
     """
     target = qualified(*plan.target)
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
     all_cols = (*plan.columns, SEQ, SOURCE_TS)
-    assignments = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in all_cols)
+    assignments = ", ".join(_assignment(plan, c) for c in all_cols)
     insert_cols = ", ".join(quote(c) for c in all_cols)
-    insert_vals = ", ".join(f"s.{quote(c)}" for c in all_cols)
+    insert_vals = ", ".join(_value(plan, c) for c in all_cols)
+    pending = pending_defaults(plan)
     newer = f"s.{quote(SEQ)} > t.{quote(SEQ)}"
     tomb_on = " AND ".join(f"l.{quote(k)} = d.{quote(k)}" for k in plan.key)
     source = (
@@ -112,8 +163,10 @@ def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int 
         f"ON {on}\n"
         f"WHEN MATCHED AND s.{quote(OP)} = 'd' AND {newer} THEN DELETE\n"
         f"WHEN MATCHED AND s.{quote(OP)} <> 'd' AND {newer} THEN UPDATE SET {assignments}\n"
-        f"WHEN NOT MATCHED AND s.{quote(OP)} <> 'd' THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
+        + (f"WHEN MATCHED AND ({pending}) THEN UPDATE SET {_backfill(plan)}\n" if pending else "")
+        + f"WHEN NOT MATCHED AND s.{quote(OP)} <> 'd' THEN INSERT ({insert_cols}) VALUES ({insert_vals})"
         + (f"\nWHEN NOT MATCHED BY SOURCE AND t.{quote(SEQ)} < {int(purge_below)} THEN DELETE" if purge_below is not None else "")
+        + (f"\nWHEN NOT MATCHED BY SOURCE AND ({pending}) THEN UPDATE SET {_backfill(plan)}" if backfill and pending else "")
     )
 
 
@@ -141,6 +194,55 @@ def merged_upto_sql(target: Sequence[str], prop: str) -> str:
         f"WHERE h.is_current_ancestor AND s.summary[{_literal(prop)}] IS NOT NULL "
         f"ORDER BY h.made_current_at DESC, s.committed_at DESC LIMIT 1"
     )
+
+
+_INT = re.compile(r"-?\d{1,40}")
+_DECIMAL = re.compile(r"-?\d{1,40}(\.\d{1,40})?")
+_FLOAT = re.compile(r"-?(\d+(\.\d*)?([eE][-+]?\d+)?|inf|nan)")
+_DATE = re.compile(r"-?\d{4,6}-\d{2}-\d{2}")
+_TIMESTAMP = re.compile(r"-?\d{4,6}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+_HEX = re.compile(r"([0-9a-f]{2})*")
+_DECIMAL_TYPE = re.compile(r"decimal\((\d{1,2}), ?(\d{1,2})\)")
+_SIMPLE = {"int": "INT", "long": "BIGINT", "float": "FLOAT", "double": "DOUBLE"}
+
+
+def default_literal(iceberg_type: str, text: str) -> str:
+    """A typed Spark SQL literal for a column default recorded as (Iceberg type, text); refuses what
+    does not look like a value of that type (the text comes from a table property)."""
+    def check(pattern: re.Pattern[str]) -> str:
+        if not pattern.fullmatch(text):
+            raise IdentifierError(f"{text!r} is not a {iceberg_type} default")
+        return text
+
+    if iceberg_type in ("int", "long"):
+        return f"CAST({check(_INT)} AS {_SIMPLE[iceberg_type]})"
+    if iceberg_type in ("float", "double"):
+        value = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}.get(check(_FLOAT), text)
+        return f"CAST('{value}' AS {_SIMPLE[iceberg_type]})"
+    decimal = _DECIMAL_TYPE.fullmatch(iceberg_type)
+    if decimal:
+        return f"CAST('{check(_DECIMAL)}' AS DECIMAL({int(decimal.group(1))}, {int(decimal.group(2))}))"
+    if iceberg_type == "boolean":
+        return {"true": "TRUE", "false": "FALSE"}[check(re.compile("true|false"))]
+    if iceberg_type == "string":
+        return _string_literal(text)
+    if iceberg_type == "binary":
+        return f"X'{check(_HEX)}'"
+    if iceberg_type == "date":
+        return f"DATE '{check(_DATE)}'"
+    if iceberg_type == "timestamp":
+        return f"TIMESTAMP_NTZ '{check(_TIMESTAMP)}'"
+    if iceberg_type == "timestamptz":
+        return f"TIMESTAMP '{check(_TIMESTAMP)}Z'"
+    raise IdentifierError(f"no default literal for the type {iceberg_type!r}")
+
+
+def _string_literal(text: str) -> str:
+    """Any text as a Spark string literal (backslash escapes; other control characters refused)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    if any(ord(ch) < 32 for ch in escaped):
+        raise IdentifierError(f"default {text!r} contains control characters")
+    return "'" + escaped + "'"
 
 
 def _literal(text: str) -> str:

@@ -14,27 +14,29 @@ No Kafka client here: `cdc dlq replay` lands through the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
 from cdc import faults
 from cdc.config import Settings
 from cdc.errors import CdcError, ServiceError
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Kind, TableId, TableSchema
-from cdc.ingest import dlq, offsets as off
+from cdc.ingest import ddl, dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw, TableChanges
 from cdc.ingest.capture import CaptureRules, unsupported_name
 from cdc.ingest.commit import append_once, landed_offsets, landed_state
-from cdc.lake import catalog as lake, schema as lake_schema, state
+from cdc.lake import catalog as lake, evolution, schema as lake_schema, state
 from cdc.lake.contract import OFFSETS, TOPIC_IDS, reserved_name
 from cdc.lake.writer import plain_arrow, to_arrow
 from cdc.retry import RetryPolicy, error_kind, retrying
@@ -44,9 +46,6 @@ T = TypeVar("T")
 
 REBUILD = "cdc bootstrap {table} --rebuild"
 BOOTSTRAP = "cdc bootstrap {table}"
-# `--rebuild` keeps the lake's column types, so a type change needs the lake copy made anew
-RETYPE = ("drop the lake tables {table}, {table}_changelog and {table}_tombstones (the lake copy must take the new "
-          "types) and run `cdc bootstrap {table}`")
 
 
 class TableCannotLand(CdcError):
@@ -112,8 +111,12 @@ def _summary(offsets: off.Offsets, topic_ids: dict[str, str]) -> dict[str, str]:
 class Lander:
     """Lands batches into the lake (see the module doc for the order)."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, policy: RetryPolicy | None = None) -> None:
+    ddl_wait_seconds = 15.0  # how long a disappeared column waits for its schema-change event to be readable
+
+    def __init__(self, settings: Settings, catalog: Catalog, policy: RetryPolicy | None = None,
+                 ddl_history: ddl.DdlHistory | None = None) -> None:
         self.settings, self.catalog = settings, catalog
+        self.ddl = ddl_history
         self.policy = policy or RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
         self._evolved: set[tuple[TableId, TableSchema]] = set()
 
@@ -238,7 +241,8 @@ class Lander:
                     "older changes were deleted by retention before they were landed", BOOTSTRAP.format(table=table))
             _refuse_reserved(table, keyed)
             _refuse_unbucketable(table, keyed)
-            changelog = self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed))
+            changelog = self._call(f"{table}: create", lambda: lake.ensure_tables(self.catalog, self.settings, table, keyed,
+                                                                                 min(e.seq for e in events)))
             # anchored where this batch starts, not at its own first change: another new table of the same
             # topic may be created after it, and until then only this anchor holds the partition back
             self._anchor(table, {topic: dict(anchors)}, {topic: topic_ids[topic]} if topic in topic_ids else {})
@@ -249,8 +253,11 @@ class Lander:
                 raise TableCannotLand(
                     f"{topic} partitions {lost} no longer start at offset 0 and {table} recorded nothing for them: "
                     "changes may have been deleted by retention before they were landed", REBUILD.format(table=table))
-        for schema in {e.schema for e in events}:
-            changelog = self._evolve(table, changelog, schema)
+        firsts: dict[TableSchema, int] = {}
+        for e in events:
+            firsts[e.schema] = min(e.seq, firsts.get(e.schema, e.seq))
+        for schema, first in sorted(firsts.items(), key=lambda kv: kv[1]):  # in source order
+            changelog = self._evolve(table, changelog, schema, first)
         return self._rows(table, topic, changelog, changes, failures)
 
     def _anchor(self, table: TableId, starts: off.Offsets, topic_ids: dict[str, str]) -> None:
@@ -265,50 +272,98 @@ class Lander:
 
         self._call(f"{table}: anchor", attempt)
 
-    def _evolve(self, table: TableId, changelog: Table, source: TableSchema) -> Table:
-        """Additive and widening schema changes flow into both tables; anything else halts the table."""
+    def _evolve(self, table: TableId, changelog: Table, source: TableSchema, first_seq: int) -> Table:
+        """Bring the lake tables to the schema of events starting at `first_seq` (see `cdc.lake.evolution`):
+        renames (from the DDL history), additions, widenings and drops flow in; anything else halts the table.
+        A schema older than the lake's (replayed or late events) changes nothing: its values are translated."""
         if (table, source) in self._evolved:
             return changelog
         if source.key:
             _refuse_reserved(table, source)
-        for ident, is_changelog in ((lake.base_name(table), False), (lake.changelog_name(table), True)):
-            wanted = lake_schema.iceberg_schema(lake_schema.lake_columns(source, changelog=is_changelog))
-
-            def evolve(ident: tuple[str, str] = ident, wanted: Schema = wanted) -> bool:
+        schema_seq = int(changelog.properties.get(evolution.SCHEMA_SEQ, "0") or 0)
+        if first_seq < schema_seq:
+            return changelog
+        base = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.base_name(table)))
+        lake_key = tuple(json.loads(changelog.properties.get(lake.PROP_KEY, "[]")))
+        frozen = list(evolution.Bookkeeping.of(base.properties).frozen)
+        options = self._options(table, frozen)
+        try:
+            first = evolution.plan(evolution.lake_source_columns(changelog.schema()), lake_key, source, (), **options)
+            second = evolution.plan(evolution.lake_source_columns(base.schema()), lake_key, source, (), **options)
+        except evolution.Refused as exc:
+            raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}", REBUILD.format(table=table)) from exc
+        if first.empty and second.empty:
+            self._evolved.add((table, source))
+            return changelog
+        renames, position = self._history(table, schema_seq, first_seq, [*first.drops, *first.freezes, *second.drops,
+                                                                           *second.freezes], options["excluded"])
+        for ident, kind in ((lake.base_name(table), "base"), (lake.tombstones_name(table), "tombstones"),
+                            (lake.changelog_name(table), "changelog")):
+            def apply(ident: tuple[str, str] = ident, kind: str = kind) -> str:
                 target = self.catalog.load_table(ident)
-                current = {f.name: f.field_type for f in target.schema().fields}
-                refused = [f"{f.name} {current[f.name]} -> {f.field_type}" for f in wanted.fields if f.name in current
-                           and not (lake_schema.fits(current[f.name], f.field_type) or lake_schema.widens(current[f.name], f.field_type))]
-                if refused:
-                    raise TableCannotLand(f"a schema change the lake cannot take in place: {', '.join(refused)}",
-                                          RETYPE.format(table=table))
-                # new columns and widenings; a narrower source type keeps the wider lake column
-                changes = [f for f in wanted.fields if f.name not in current or lake_schema.widens(current[f.name], f.field_type)]
-                if not changes:
-                    return False
-                with target.update_schema() as update:
-                    update.union_by_name(Schema(*changes))
-                return True
+                try:
+                    todo = evolution.plan(evolution.lake_source_columns(target.schema()), lake_key, source, renames,
+                                          key_columns_only=kind == "tombstones", **options)
+                except evolution.Refused as exc:
+                    raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}",
+                                          REBUILD.format(table=table)) from exc
+                props = _bookkeeping(kind, target.properties, todo, source, position)
+                if todo.empty and not props:
+                    return ""
+                with target.transaction() as tx:
+                    if not todo.empty:
+                        _apply(tx, todo)
+                    if props:
+                        tx.set_properties(props)
+                return todo.describe()
 
             try:
-                evolved = self._call(f"{table}: evolve {'.'.join(ident)}", evolve)
+                done = self._call(f"{table}: evolve {'.'.join(ident)}", apply)
             except (TableCannotLand, ServiceError):
                 raise
             except Exception as exc:
                 if error_kind(exc) != "terminal":
                     raise
-                raise TableCannotLand(f"a schema change the lake cannot take: {exc}", RETYPE.format(table=table)) from exc
-            if evolved:
-                log.info("%s: evolved the schema of %s", table, ".".join(ident))
+                raise TableCannotLand(f"a schema change the lake cannot take: {exc}", REBUILD.format(table=table)) from exc
+            if done:
+                log.info("%s: %s: %s (at source position %d)", table, ".".join(ident), done, position)
         changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.changelog_name(table)))
         self._evolved.add((table, source))
         return changelog
+
+    def _options(self, table: TableId, frozen: list[str]) -> dict[str, Any]:
+        ts = self.settings.table_settings(table.db, table.table)
+        return {"frozen": frozen, "excluded": sorted(self.settings.excluded_columns(table.db, table.table)),
+                "dropped_columns": ts.dropped_columns, "schema_changes": ts.schema_changes}
+
+    def _history(self, table: TableId, after: int, upto: int, gone: list[str], excluded: list[str]) -> tuple[list[tuple[str, str]], int]:
+        """The renames since the lake's schema and the position of the newest change, from the DDL history.
+        A column that disappeared needs a schema-change event to say whether it was renamed or dropped:
+        without one (the topic lags, or it is off) the table halts rather than guess."""
+        unexplained = [n for n in gone if n not in excluded]
+        deadline = time.monotonic() + (self.ddl_wait_seconds if unexplained else 0)
+        history = self.ddl
+        while True:
+            found = self._call(f"{table}: read the DDL history", lambda: history.changes(table, after, upto)) if history else []
+            if found or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if unexplained and not found:
+            raise TableCannotLand(
+                f"columns {unexplained} are no longer in the changes of {table} and no schema-change event explains it "
+                "(renamed or dropped?): the connector's schema-change topic must be on (include.schema.changes)",
+                REBUILD.format(table=table))
+        renames = [r for change in found for r in ddl.parse_renames(change.ddl)]
+        return renames, max((c.seq for c in found), default=upto)
 
     def _rows(self, table: TableId, topic: str, changelog: Table, changes: TableChanges,
               failures: list[DecodeFailure]) -> Prepared:
         """The Arrow rows; a change whose values do not fit the lake's columns becomes a dead letter."""
         target = plain_arrow(changelog.schema().as_arrow())
         now = dt.datetime.now(dt.UTC)
+        renames = evolution.read_json(changelog.properties, evolution.RENAMES, [])
+        if renames:  # events older than a rename carry the old name
+            changes.events = [_renamed(e, renames) for e in changes.events]
         try:
             rows = to_arrow(changes.events, target, now)
             return Prepared(table, topic, rows, [e.coordinates for e in changes.events])
@@ -353,6 +408,54 @@ def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anch
 
     retrying(f"{table}: anchor the bootstrap", policy, attempt)
     retrying(f"{table}: clear the halt", policy, lambda: state.clear_halt(catalog, table))
+
+
+def _renamed(event: ChangeEvent, renames: list[list[Any]]) -> ChangeEvent:
+    values = evolution.translate(event.values, event.seq, renames)
+    return event if values is None else dataclasses.replace(event, values=values)
+
+
+def _apply(tx: Any, todo: evolution.Plan) -> None:
+    """One plan in one schema update (pyiceberg names fields by their names before the update)."""
+    back = {new: old for old, new in todo.renames}
+    with tx.update_schema() as update:
+        for old, new in todo.renames:
+            update.rename_column(old, new)
+        for column in todo.adds:
+            update.add_column(column.name, lake_schema.iceberg_type(column.type))
+        for name, wider in todo.widens:
+            update.update_column(back.get(name, name), field_type=wider)
+        for name in todo.drops:
+            update.delete_column(name)
+
+
+def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, source: TableSchema, position: int) -> dict[str, str]:
+    """Pure: the table properties a plan changes (renames and the schema position on the changelog,
+    defaults and frozen columns on the base, the key on all three). Empty when none changes."""
+    out: dict[str, str] = {}
+    moved = dict(todo.renames)
+    if todo.key is not None:
+        out[lake.PROP_KEY] = json.dumps(list(todo.key))
+    if kind == "changelog":
+        if todo.renames:
+            log_ = evolution.read_json(properties, evolution.RENAMES, [])
+            out[evolution.RENAMES] = json.dumps([*log_, *([str(position), o, n] for o, n in todo.renames)])
+        if not todo.empty and int(properties.get(evolution.SCHEMA_SEQ, "0") or 0) < position:
+            out[evolution.SCHEMA_SEQ] = str(position)
+    if kind == "base":
+        book = evolution.Bookkeeping.of(properties)
+        defaults = {moved.get(n, n): d for n, d in book.defaults.items() if n not in todo.drops}
+        for column in todo.adds:
+            text = evolution.default_text(column.default)
+            if text is not None:
+                defaults[column.name] = {"below": str(position), "type": str(lake_schema.iceberg_type(column.type)), "text": text}
+        frozen = {n: s for n, s in book.frozen.items() if n not in source.names}
+        frozen.update({n: position for n in todo.freezes})
+        if defaults != book.defaults:
+            out[evolution.COLUMN_DEFAULTS] = json.dumps(defaults, sort_keys=True)
+        if frozen != book.frozen:
+            out[evolution.FROZEN_COLUMNS] = json.dumps(frozen, sort_keys=True)
+    return out
 
 
 def _refuse_reserved(table: TableId, schema: TableSchema) -> None:

@@ -25,6 +25,7 @@ from cdc.lake.contract import (  # re-exported: other modules name them through 
     PROP_KEY as PROP_KEY,
     PROP_KIND as PROP_KIND,
     PROP_SOURCE as PROP_SOURCE,
+    SCHEMA_SEQ,
     TOMBSTONES_SUFFIX as TOMBSTONES_SUFFIX,
 )
 
@@ -92,8 +93,9 @@ def _create(
         return catalog.load_table(ident)
 
 
-def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: TableSchema) -> Table:
-    """Create the changelog and base tables of `table` on first sight; return the changelog table."""
+def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: TableSchema, schema_seq: int = 0) -> Table:
+    """Create the changelog and base tables of `table` on first sight; return the changelog table.
+    `schema_seq`: the source position the schema holds from (schema changes before it are not the lake's)."""
     try:
         return catalog.load_table(changelog_name(table))
     except NoSuchTableError:
@@ -111,7 +113,7 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
                    {"format-version": "2", "write.parquet.compression-codec": "zstd", **LANDING_TABLE_PROPERTIES, **common,
-                    PROP_KIND: "changelog"})
+                    PROP_KIND: "changelog", SCHEMA_SEQ: str(schema_seq)})
 
 
 def mark_captured(catalog: Catalog, db: str) -> None:

@@ -40,6 +40,14 @@ PROP_SOURCE = "cdc.source-table"  # db.table at the source
 PROP_KIND = "cdc.kind"  # base | changelog | tombstones
 PROP_TOPIC = "cdc.topic"  # the Kafka topic a changelog lands from
 TRUNCATED_BEFORE = "cdc.truncated-before-seq"  # the truncate floor (base table)
+# schema changes (see cdc/lake/evolution.py). Base: rows older than an ADD COLUMN read its default, and a
+# column dropped under `dropped_columns: keep` is frozen: JSON {column: {"below": seq, "type": iceberg type,
+# "text": value}} and {column: seq of the drop}. Changelog: the renames, for older events replayed
+# later ([[seq, old, new], ...]), and the position the lake's schema was last changed at.
+COLUMN_DEFAULTS = "cdc.column-defaults"
+FROZEN_COLUMNS = "cdc.frozen-columns"
+RENAMES = "cdc.renames"
+SCHEMA_SEQ = "cdc.schema-seq"
 
 # pyiceberg retries a commit that lost a race by re-applying the append on top of the winner's:
 # that would skip the landing's own offsets check, so landing tables (changelog, dead letters)

@@ -1,0 +1,201 @@
+"""Pure planning of a source schema change against one lake table: what to rename, add, widen, drop or
+freeze, or why the table must halt instead.
+
+Applied by `cdc.ingest.landing` (streaming) and `cdc.bootstrap.reshape` (a rebuild). Renames come from
+the DDL history (`cdc.ingest.ddl`): a row event only carries names, and a rename must keep the
+Iceberg field id and the values, not become a drop plus an add.
+
+| source change                          | lake (policy `evolve`)                                          |
+|----------------------------------------|------------------------------------------------------------------|
+| ADD COLUMN                             | added; rows older than the change read its default (the merge)  |
+| DROP COLUMN                            | `dropped_columns: drop`: deleted; `keep`: frozen, last values   |
+| RENAME / CHANGE COLUMN (DDL history)   | renamed in place (same field id, values kept)                   |
+| int->long, float->double, decimal p up | widened in place                                                 |
+| narrower than the lake column          | kept wide (the values fit)                                       |
+| any other type change, a new key       | the table halts: column, old and new type, remedy                |
+Policy `halt`: any change halts the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pyiceberg.schema import Schema
+from pyiceberg.types import IcebergType
+
+from cdc.events.model import Column, TableSchema
+from cdc.lake import schema as lake_schema
+
+# table properties (lake contract): see `cdc.lake.contract`
+from cdc.lake.contract import COLUMN_DEFAULTS, FROZEN_COLUMNS, RENAMES, SCHEMA_SEQ
+
+__all__ = ["COLUMN_DEFAULTS", "FROZEN_COLUMNS", "RENAMES", "SCHEMA_SEQ", "Plan", "Refused", "compose_renames", "plan",
+           "translate"]
+
+
+class Refused(Exception):
+    """The change cannot be taken in place; `reason` names the column and the old and new types."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Plan:
+    renames: tuple[tuple[str, str], ...] = ()  # lake name -> source name
+    adds: tuple[Column, ...] = ()
+    widens: tuple[tuple[str, IcebergType], ...] = ()  # lake column (after renames) -> wider type
+    drops: tuple[str, ...] = ()
+    freezes: tuple[str, ...] = ()
+    key: tuple[str, ...] | None = None  # the key after a rename of a key column
+
+    @property
+    def empty(self) -> bool:
+        return not (self.renames or self.adds or self.widens or self.drops or self.freezes or self.key)
+
+    def describe(self) -> str:
+        parts = [f"rename {o} -> {n}" for o, n in self.renames]
+        parts += [f"add {c.name} {lake_schema.iceberg_type(c.type)}" for c in self.adds]
+        parts += [f"widen {n} to {t}" for n, t in self.widens]
+        parts += [f"drop {n}" for n in self.drops]
+        parts += [f"keep the dropped column {n} frozen" for n in self.freezes]
+        return ", ".join(parts)
+
+
+def compose_renames(renames: Sequence[tuple[str, str]], names: Sequence[str]) -> dict[str, str]:
+    """Pure: where each of `names` ends after the renames, in order (a -> b, b -> c: a ends as c)."""
+    out: dict[str, str] = {}
+    for name in names:
+        current = name
+        for old, new in renames:
+            if current.casefold() == old.casefold():  # MariaDB column names are case-insensitive
+                current = new
+        if current != name:
+            out[name] = current
+    return out
+
+
+def plan(
+    lake_columns: Mapping[str, IcebergType],
+    lake_key: Sequence[str],
+    source: TableSchema,
+    renames: Sequence[tuple[str, str]],
+    *,
+    frozen: Sequence[str] = (),
+    excluded: Sequence[str] = (),
+    dropped_columns: str = "drop",
+    schema_changes: str = "evolve",
+    key_columns_only: bool = False,
+) -> Plan:
+    """What turns the lake table (`lake_columns`: its source columns, without metadata) into `source`.
+
+    `renames`: the column renames the DDL history shows since the lake's schema, in order. A lake column
+    the source no longer has is dropped (or frozen) only when it is not renamed; `excluded` columns
+    (left out by settings) are dropped whatever the policy. `key_columns_only`: the tombstones table,
+    which holds only the key.
+    """
+    source_by_name = {c.name: c for c in source.columns}
+    moved = compose_renames(renames, list(lake_columns))
+    renamed = tuple((old, new) for old, new in moved.items() if new in source_by_name and new not in lake_columns)
+    after = {dict(renamed).get(n, n): t for n, t in lake_columns.items()}
+    key_after = tuple(dict(renamed).get(k, k) for k in lake_key)
+    if source.key and lake_key and tuple(source.key) != key_after:
+        raise Refused(f"the primary key changed from ({', '.join(lake_key)}) to ({', '.join(source.key)})")
+    wanted = [c for c in source.columns if not key_columns_only or c.name in source.key]
+    refused: list[str] = []
+    widens: list[tuple[str, IcebergType]] = []
+    adds: list[Column] = []
+    for col in wanted:
+        new_type = lake_schema.iceberg_type(col.type)
+        old_type = after.get(col.name)
+        if old_type is None:
+            adds.append(col)
+        elif lake_schema.widens(old_type, new_type):
+            widens.append((col.name, new_type))
+        elif not lake_schema.fits(old_type, new_type):
+            refused.append(f"column {col.name!r} changed from {old_type} to {new_type}")
+    if refused:
+        raise Refused("; ".join(refused))
+    gone = [n for n in after if n not in source_by_name and n not in frozen]
+    if key_columns_only:
+        gone = [n for n in gone if n in key_after]
+    drops = tuple(n for n in gone if dropped_columns == "drop" or n in excluded)
+    freezes = tuple(n for n in gone if n not in drops)
+    result = Plan(renamed, tuple(adds), tuple(widens), drops, freezes, key_after if key_after != tuple(lake_key) else None)
+    if schema_changes == "halt" and not result.empty:
+        raise Refused(f"a schema change ({result.describe()}) and the table's policy is schema_changes: halt")
+    return result
+
+
+def missing(lake_columns: Sequence[str], source: TableSchema, frozen: Sequence[str] = ()) -> list[str]:
+    """Pure: lake columns the source schema no longer has (a rename or a drop: the DDL history says which)."""
+    names = set(source.names)
+    return [n for n in lake_columns if n not in names and n not in frozen]
+
+
+# ---- the bookkeeping a plan leaves in table properties (pure encoders/decoders) ----------------------
+
+
+def read_json(properties: Mapping[str, str], key: str, default: Any) -> Any:
+    text = properties.get(key)
+    return json.loads(text) if text else default
+
+
+def translate(values: Mapping[str, Any], seq: int, renames: Sequence[Sequence[Any]]) -> dict[str, Any] | None:
+    """Pure: an event's values under the lake's current names. `renames` is the changelog's log of
+    [seq, old, new]: a rename applies to events older than it. None when nothing changes."""
+    later = [(str(o), str(n)) for s, o, n in renames if seq < int(s)]
+    if not later or not any(o in values for o, _ in later):
+        return None
+    out = dict(values)
+    for old, new in later:
+        if old in out:
+            out[new] = out.pop(old)
+    return out
+
+
+@dataclass
+class Bookkeeping:
+    """What the merge and later landings need to know about past changes (table properties)."""
+
+    renames: list[list[Any]] = field(default_factory=list)  # changelog: [seq, old, new]
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # base: column -> {below, type, text}
+    frozen: dict[str, int] = field(default_factory=dict)  # base: column -> seq of its drop
+
+    @classmethod
+    def of(cls, properties: Mapping[str, str]) -> Bookkeeping:
+        return cls(read_json(properties, RENAMES, []), read_json(properties, COLUMN_DEFAULTS, {}),
+                   read_json(properties, FROZEN_COLUMNS, {}))
+
+
+def lake_source_columns(schema: Schema) -> dict[str, IcebergType]:
+    """The lake table's source columns (its metadata columns left out), in order."""
+    return {f.name: f.field_type for f in schema.fields if f.name not in lake_schema.RESERVED}
+
+
+def default_text(value: Any) -> str | None:
+    """Pure: a column default as the text the merge turns into a typed literal (None: NULL)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, dt.datetime):
+        wall: dt.datetime = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        return wall.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
