@@ -108,12 +108,18 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
     except NoSuchTableError:
         _create(catalog, base_name(table), lake_schema.lake_columns(source, changelog=False), source.key, buckets,
                 {**BASE_PROPERTIES, **common, PROP_KIND: "base"})
-    _create(catalog, tombstones_name(table), lake_schema.tombstone_columns(source), source.key, buckets,
-            {**BASE_PROPERTIES, **common, PROP_KIND: "tombstones"})
+    create_tombstones(catalog, table, source, buckets)
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
                    {"format-version": "2", "write.parquet.compression-codec": "zstd", **LANDING_TABLE_PROPERTIES, **common,
                     PROP_KIND: "changelog", SCHEMA_SEQ: str(schema_seq)})
+
+
+def create_tombstones(catalog: Catalog, table: TableId, source: TableSchema, buckets: int) -> Table:
+    """The table of deleted keys (see spark_jobs/merge_sql.py), keyed and bucketed like the base."""
+    common = {PROP_KEY: json.dumps(list(source.key)), PROP_SOURCE: str(table)}
+    return _create(catalog, tombstones_name(table), lake_schema.tombstone_columns(source), source.key, buckets,
+                   {**BASE_PROPERTIES, **common, PROP_KIND: "tombstones"})
 
 
 def mark_captured(catalog: Catalog, db: str) -> None:
