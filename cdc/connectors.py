@@ -123,6 +123,35 @@ def _java_regex_literal(text: str) -> str:
     return "".join(f"\\{ch}" if ch.isascii() and not ch.isalnum() and ch != "_" else ch for ch in text)
 
 
+# Debezium splits `message.key.columns` on `;` (tables), `:` (table from columns) and `,` (columns), and
+# refuses an entry with whitespace: a name holding one of these cannot be declared there
+_KEY_UNSAFE = frozenset(";:,") | frozenset(" \t\n\r\f\v")
+
+
+def message_key_columns(settings: Settings) -> str:
+    """Pure: Debezium's `message.key.columns` from every `tables.<db.table>.key`.
+
+    Entries `<db>.<table>:<col>,<col>` separated by `;`. Debezium turns each column into the regular
+    expression `<db>.<table>.<col>`, matched case-insensitively against the whole column id, and puts
+    the matched columns into the message key in the order declared: every name is escaped so it matches
+    only itself.
+    """
+    entries = []
+    for name, override in sorted(settings.tables.items()):
+        if not override.key:
+            continue
+        db, sep, table = name.partition(".")
+        if not sep or not db or not table or "." in table:
+            raise ConfigError(f"tables.{name}.key: the table must be named DB.TABLE")
+        bad = [n for n in (db, table, *override.key) if _KEY_UNSAFE.intersection(n)]
+        if bad:
+            raise ConfigError(f"tables.{name}.key: Debezium's message.key.columns cannot name {bad} "
+                              "(whitespace, `;`, `:` or `,`): rename them at the source")
+        columns = ",".join(_java_regex_literal(c) for c in override.key)
+        entries.append(f"{_java_regex_literal(db)}\\.{_java_regex_literal(table)}:{columns}")
+    return ";".join(entries)
+
+
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
     def secret(key: str, present: bool) -> str:
         return f"${{file:{secrets_file}:{key}}}" if present else ""  # empty: the setting is left out
@@ -131,7 +160,7 @@ def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str]
     if _sasl(settings):
         _jaas_config(settings)  # refuses a mechanism without a login module before anything is applied
     template = (CONNECTORS_DIR / DEBEZIUM_TEMPLATE).read_text()
-    return render(
+    config = render(
         template,
         {
             "mariadb_host": db.host,
@@ -157,6 +186,10 @@ def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str]
             "kafka_ssl_truststore_password": secret("kafka.ssl.truststore.password", kafka.ssl_truststore_password is not None),
         },
     )
+    keys = message_key_columns(settings)
+    if keys:  # a declared key for a table without a primary key (tables.<db.table>.key)
+        config["message.key.columns"] = keys
+    return config
 
 
 # Connect answers 409 while its workers rebalance and 5xx while it starts: both pass
