@@ -117,30 +117,75 @@ def _name(tok: tuple[str, str]) -> str | None:
     return text if kind in ("id", "word") else None
 
 
-def parse_renames(sql: str) -> list[tuple[str, str]]:
-    """Pure: the column renames of one ALTER TABLE statement, in order:
-    `RENAME COLUMN a TO b` and `CHANGE [COLUMN] [IF EXISTS] a b <definition>`."""
-    out: list[tuple[str, str]] = []
+@dataclass(frozen=True)
+class Alter:
+    """What one ALTER TABLE does to columns, in order: renames (old, new), added and dropped names."""
+
+    renames: tuple[tuple[str, str], ...] = ()
+    added: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+
+
+_NOT_COLUMNS = frozenset({"INDEX", "KEY", "CONSTRAINT", "PRIMARY", "UNIQUE", "FULLTEXT", "SPATIAL", "FOREIGN", "PERIOD",
+                          "SYSTEM", "PARTITION", "CHECK"})
+
+
+def _skip_if(spec: list[tuple[str, str]], words: tuple[str, ...]) -> list[tuple[str, str]]:
+    upper = [t.upper() for _, t in spec[: len(words)]]
+    return spec[len(words):] if tuple(upper) == words else spec
+
+
+def parse_alter(sql: str) -> Alter:
+    """Pure: the column renames, additions and drops of one ALTER TABLE statement:
+    `RENAME COLUMN a TO b`, `CHANGE [COLUMN] [IF EXISTS] a b <definition>`,
+    `ADD [COLUMN] [IF NOT EXISTS] a <definition>` or `ADD [COLUMN] (a ..., b ...)`, `DROP [COLUMN] [IF EXISTS] a`."""
+    renames: list[tuple[str, str]] = []
+    added: list[str] = []
+    dropped: list[str] = []
     for spec in _specs(sql):
-        words = [t.upper() if k == "word" else None for k, t in spec]
-        rest: list[tuple[str, str]] = []
-        if words[:2] == ["RENAME", "COLUMN"]:
-            rest = spec[2:]
-            if [w for w in words[2:4]] == ["IF", "EXISTS"]:
-                rest = spec[4:]
+        head = spec[0][1].upper() if spec[0][0] == "word" else ""
+        rest = spec[1:]
+        if head == "RENAME" and rest and rest[0][1].upper() == "COLUMN":
+            rest = _skip_if(rest[1:], ("IF", "EXISTS"))
             if len(rest) >= 3 and rest[1][0] == "word" and rest[1][1].upper() == "TO":
                 old, new = _name(rest[0]), _name(rest[2])
                 if old and new:
-                    out.append((old, new))
-        elif words[:1] == ["CHANGE"]:
-            rest = spec[2:] if words[1:2] == ["COLUMN"] else spec[1:]
-            if len(rest) >= 2 and rest[0][0] == "word" and rest[0][1].upper() == "IF" and rest[1][1].upper() == "EXISTS":
-                rest = rest[2:]
+                    renames.append((old, new))
+        elif head == "CHANGE":
+            rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "EXISTS"))
             if len(rest) >= 2:
                 old, new = _name(rest[0]), _name(rest[1])
                 if old and new and old != new:
-                    out.append((old, new))
-    return out
+                    renames.append((old, new))
+        elif head == "ADD" and rest and not (rest[0][0] == "word" and rest[0][1].upper() in _NOT_COLUMNS):
+            rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "NOT", "EXISTS"))
+            if rest and rest[0][0] == "(":  # ADD COLUMN (a INT, b INT): each definition starts after ( or ,
+                depth, expect = 0, True
+                for kind, text in rest:
+                    if kind == "(":
+                        depth += 1
+                        expect = depth == 1
+                        continue
+                    if kind == ")":
+                        depth -= 1
+                    elif kind == "," and depth == 1:
+                        expect = True
+                        continue
+                    elif expect and depth == 1 and _name((kind, text)):
+                        added.append(text)
+                    expect = False
+            elif rest and _name(rest[0]):
+                added.append(rest[0][1])
+        elif head == "DROP" and rest and not (rest[0][0] == "word" and rest[0][1].upper() in _NOT_COLUMNS):
+            rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "EXISTS"))
+            if rest and _name(rest[0]):
+                dropped.append(rest[0][1])
+    return Alter(tuple(renames), tuple(added), tuple(dropped))
+
+
+def parse_renames(sql: str) -> list[tuple[str, str]]:
+    """Pure: the column renames of one ALTER TABLE statement, in order."""
+    return list(parse_alter(sql).renames)
 
 
 _QUOTED_ID = re.compile(r'^"((?:[^"]|"")*)"\."((?:[^"]|"")*)"$')

@@ -31,7 +31,7 @@ from pyiceberg.table import Table
 from cdc import faults
 from cdc.config import Settings
 from cdc.errors import CdcError, ServiceError
-from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Kind, TableId, TableSchema
+from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Kind, Op, TableId, TableSchema
 from cdc.ingest import ddl, dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw, TableChanges
 from cdc.ingest.capture import CaptureRules, unsupported_name
@@ -223,7 +223,7 @@ class Lander:
             raise TableCannotLand(f"{reason}; it cannot be landed", f"rename it at the source and run `{BOOTSTRAP.format(table=table)}`")
         events, topic = changes.events, changes.topic
         name = lake.changelog_name(table)
-        keyed = next((e.schema for e in events if e.schema.key), None)
+        keyed = next((e.schema for e in events if e.op is not Op.TRUNCATE), None)  # a keyless table has no key
         starts = _first_offsets(events)
         try:
             changelog: Table | None = self._call(f"{table}: load", lambda: self.catalog.load_table(name))
@@ -295,8 +295,9 @@ class Lander:
         if first.empty and second.empty:
             self._evolved.add((table, source))
             return changelog
-        renames, position = self._history(table, schema_seq, first_seq, [*first.drops, *first.freezes, *second.drops,
-                                                                           *second.freezes], options["excluded"])
+        at = self._history(table, schema_seq, first_seq, [*first.drops, *first.freezes, *second.drops, *second.freezes],
+                           options["excluded"])
+        renames = [(o, n) for o, n, _ in at.renamed]
         for ident, kind in ((lake.base_name(table), "base"), (lake.tombstones_name(table), "tombstones"),
                             (lake.changelog_name(table), "changelog")):
             def apply(ident: tuple[str, str] = ident, kind: str = kind) -> str:
@@ -307,7 +308,7 @@ class Lander:
                 except evolution.Refused as exc:
                     raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}",
                                           REBUILD.format(table=table)) from exc
-                props = _bookkeeping(kind, target.properties, todo, source, position)
+                props = _bookkeeping(kind, target.properties, todo, source, at)
                 if todo.empty and not props:
                     return ""
                 with target.transaction() as tx:
@@ -326,7 +327,7 @@ class Lander:
                     raise
                 raise TableCannotLand(f"a schema change the lake cannot take: {exc}", REBUILD.format(table=table)) from exc
             if done:
-                log.info("%s: %s: %s (at source position %d)", table, ".".join(ident), done, position)
+                log.info("%s: %s: %s (at source position %d)", table, ".".join(ident), done, at.schema)
         changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.changelog_name(table)))
         self._evolved.add((table, source))
         return changelog
@@ -336,8 +337,8 @@ class Lander:
         return {"frozen": frozen, "excluded": sorted(self.settings.excluded_columns(table.db, table.table)),
                 "dropped_columns": ts.dropped_columns, "schema_changes": ts.schema_changes}
 
-    def _history(self, table: TableId, after: int, upto: int, gone: list[str], excluded: list[str]) -> tuple[list[tuple[str, str]], int]:
-        """The renames since the lake's schema and the position of the newest change, from the DDL history.
+    def _history(self, table: TableId, after: int, upto: int, gone: list[str], excluded: list[str]) -> evolution.Positions:
+        """The renames, additions and drops since the lake's schema and their positions, from the DDL history.
         A column that disappeared needs a schema-change event to say whether it was renamed or dropped:
         without one (the topic lags, or it is off) the table halts rather than guess."""
         unexplained = [n for n in gone if n not in excluded]
@@ -353,8 +354,14 @@ class Lander:
                 f"columns {unexplained} are no longer in the changes of {table} and no schema-change event explains it "
                 "(renamed or dropped?): the connector's schema-change topic must be on (include.schema.changes)",
                 REBUILD.format(table=table))
-        renames = [r for change in found for r in ddl.parse_renames(change.ddl)]
-        return renames, max((c.seq for c in found), default=upto)
+        alters = [(c.seq, ddl.parse_alter(c.ddl)) for c in found]
+        return evolution.Positions(
+            upto,
+            renamed=tuple((o, n, seq) for seq, a in alters for o, n in a.renames),
+            added=tuple((n, seq) for seq, a in alters for n in a.added),
+            dropped=tuple((n, seq) for seq, a in alters for n in a.dropped),
+            newest=max((seq for seq, _ in alters), default=None),
+        )
 
     def _rows(self, table: TableId, topic: str, changelog: Table, changes: TableChanges,
               failures: list[DecodeFailure]) -> Prepared:
@@ -429,7 +436,8 @@ def _apply(tx: Any, todo: evolution.Plan) -> None:
             update.delete_column(name)
 
 
-def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, source: TableSchema, position: int) -> dict[str, str]:
+def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, source: TableSchema,
+                 at: evolution.Positions) -> dict[str, str]:
     """Pure: the table properties a plan changes (renames and the schema position on the changelog,
     defaults and frozen columns on the base, the key on all three). Empty when none changes."""
     out: dict[str, str] = {}
@@ -439,18 +447,19 @@ def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, so
     if kind == "changelog":
         if todo.renames:
             log_ = evolution.read_json(properties, evolution.RENAMES, [])
-            out[evolution.RENAMES] = json.dumps([*log_, *([str(position), o, n] for o, n in todo.renames)])
-        if not todo.empty and int(properties.get(evolution.SCHEMA_SEQ, "0") or 0) < position:
-            out[evolution.SCHEMA_SEQ] = str(position)
+            out[evolution.RENAMES] = json.dumps([*log_, *([str(at.rename(o, n)), o, n] for o, n in todo.renames)])
+        if not todo.empty and int(properties.get(evolution.SCHEMA_SEQ, "0") or 0) < at.schema:
+            out[evolution.SCHEMA_SEQ] = str(at.schema)
     if kind == "base":
         book = evolution.Bookkeeping.of(properties)
         defaults = {moved.get(n, n): d for n, d in book.defaults.items() if n not in todo.drops}
         for column in todo.adds:
             text = evolution.default_text(column.default)
             if text is not None:
-                defaults[column.name] = {"below": str(position), "type": str(lake_schema.iceberg_type(column.type)), "text": text}
+                defaults[column.name] = {"below": str(at.add(column.name)), "type": str(lake_schema.iceberg_type(column.type)),
+                                         "text": text}
         frozen = {n: s for n, s in book.frozen.items() if n not in source.names}
-        frozen.update({n: position for n in todo.freezes})
+        frozen.update({n: at.drop(n) for n in todo.freezes})
         if defaults != book.defaults:
             out[evolution.COLUMN_DEFAULTS] = json.dumps(defaults, sort_keys=True)
         if frozen != book.frozen:
@@ -470,6 +479,8 @@ def _refuse_reserved(table: TableId, schema: TableSchema) -> None:
 def unbucketable_key(schema: TableSchema) -> str | None:
     """Pure: why the first key column cannot partition the lake tables (Iceberg's bucket transform takes no
     boolean, float or double), or None."""
+    if not schema.key:
+        return None  # a table without a key is unpartitioned
     first = next(c for c in schema.columns if c.name == schema.key[0])
     if first.type.kind in (Kind.BOOLEAN, Kind.FLOAT, Kind.DOUBLE):
         return f"the first key column {first.name!r} is {first.type.kind.value}: Iceberg cannot bucket it"

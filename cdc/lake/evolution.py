@@ -160,6 +160,33 @@ def translate(values: Mapping[str, Any], seq: int, renames: Sequence[Sequence[An
     return out
 
 
+@dataclass(frozen=True)
+class Positions:
+    """Where each change of a schema change happened at the source (from the DDL history), so that rows
+    older than an ADD read its default and a frozen column keeps what changes before its DROP gave it.
+    `fallback`: the first event with the new schema, when the history does not name the change."""
+
+    fallback: int
+    renamed: tuple[tuple[str, str, int], ...] = ()
+    added: tuple[tuple[str, int], ...] = ()
+    dropped: tuple[tuple[str, int], ...] = ()
+    newest: int | None = None
+
+    def rename(self, old: str, new: str) -> int:
+        return next((s for o, n, s in reversed(self.renamed) if (o.casefold(), n.casefold()) == (old.casefold(), new.casefold())),
+                    self.schema)
+
+    def add(self, name: str) -> int:
+        return next((s for n, s in reversed(self.added) if n.casefold() == name.casefold()), self.fallback)
+
+    def drop(self, name: str) -> int:
+        return next((s for n, s in reversed(self.dropped) if n.casefold() == name.casefold()), self.fallback)
+
+    @property
+    def schema(self) -> int:
+        return self.newest if self.newest is not None else self.fallback
+
+
 @dataclass
 class Bookkeeping:
     """What the merge and later landings need to know about past changes (table properties)."""

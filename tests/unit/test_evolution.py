@@ -8,7 +8,7 @@ import pytest
 from pyiceberg.types import DecimalType, DoubleType, FloatType, IntegerType, LongType, StringType
 
 from cdc.events.model import Column, ColumnType, Kind, TableId, TableSchema
-from cdc.ingest.ddl import decode_schema_change, parse_renames
+from cdc.ingest.ddl import Alter, decode_schema_change, parse_alter, parse_renames
 from cdc.ingest.landing import _bookkeeping
 from cdc.lake import evolution as ev
 
@@ -25,17 +25,22 @@ LAKE = {"id": IntegerType(), "a": StringType(), "n": IntegerType()}
 
 def test_an_added_column_with_its_default() -> None:
     p = ev.plan(LAKE, ["id"], schema(("id", INT), ("a", STR), ("n", INT), ("k", INT), defaults={"k": 5}), ())
-    assert [c.name for c in p.adds] == ["k"] and p.adds[0].default == 5
-    props = _bookkeeping("base", {}, p, schema(("id", INT), ("k", INT)), 1234)
-    assert json.loads(props[ev.COLUMN_DEFAULTS]) == {"k": {"below": "1234", "type": "int", "text": "5"}}
+    assert [c.name for c in p.adds] == ["k"]
+    assert p.adds[0].default == 5
+    at = ev.Positions(9999, added=(("K", 1234), ("j", 1500)), newest=1500)
+    props = _bookkeeping("base", {}, p, schema(("id", INT), ("k", INT)), at)
+    assert json.loads(props[ev.COLUMN_DEFAULTS]) == {"k": {"below": "1234", "type": "int", "text": "5"}}  # the ADD's own position
 
 
 def test_a_rename_keeps_the_column_and_a_missing_rename_is_a_drop() -> None:
     source = schema(("id", INT), ("b", STR), ("n", INT))
     renamed = ev.plan(LAKE, ["id"], source, [("a", "b")])
-    assert renamed.renames == (("a", "b"),) and not renamed.adds and not renamed.drops
+    assert renamed.renames == (("a", "b"),)
+    assert not renamed.adds
+    assert not renamed.drops
     dropped = ev.plan(LAKE, ["id"], source, [])
-    assert dropped.drops == ("a",) and [c.name for c in dropped.adds] == ["b"]
+    assert dropped.drops == ("a",)
+    assert [c.name for c in dropped.adds] == ["b"]
 
 
 def test_renames_compose_in_order_and_ignore_case() -> None:
@@ -45,12 +50,14 @@ def test_renames_compose_in_order_and_ignore_case() -> None:
 def test_keep_freezes_a_dropped_column_and_exclusion_drops_it() -> None:
     source = schema(("id", INT), ("n", INT))
     kept = ev.plan(LAKE, ["id"], source, [], dropped_columns="keep")
-    assert kept.freezes == ("a",) and not kept.drops
+    assert kept.freezes == ("a",)
+    assert not kept.drops
     assert ev.plan(LAKE, ["id"], source, [], dropped_columns="keep", excluded=["a"]).drops == ("a",)
     again = ev.plan(LAKE, ["id"], source, [], dropped_columns="keep", frozen=["a"])
     assert again.empty
-    props = _bookkeeping("base", {}, kept, source, 77)
+    props = _bookkeeping("base", {}, kept, source, ev.Positions(99, dropped=(("a", 77),), newest=80))
     assert json.loads(props[ev.FROZEN_COLUMNS]) == {"a": 77}
+    assert json.loads(_bookkeeping("base", {}, kept, source, ev.Positions(99))[ev.FROZEN_COLUMNS]) == {"a": 99}
 
 
 def test_widenings_evolve_and_narrower_types_fit() -> None:
@@ -70,14 +77,16 @@ def test_widenings_evolve_and_narrower_types_fit() -> None:
 def test_a_type_change_iceberg_refuses_names_the_column_and_both_types(new: ColumnType, says: str) -> None:
     with pytest.raises(ev.Refused) as err:
         ev.plan({"id": IntegerType(), "d": DecimalType(8, 2)}, ["id"], schema(("id", INT), ("d", new)), [])
-    assert "'d'" in err.value.reason and says in err.value.reason
+    assert "'d'" in err.value.reason
+    assert says in err.value.reason
 
 
 def test_a_new_key_halts_and_a_renamed_key_column_moves_the_key() -> None:
     with pytest.raises(ev.Refused, match=r"primary key changed from \(id\) to \(id, n\)"):
         ev.plan(LAKE, ["id"], schema(("id", INT), ("a", STR), ("n", INT), key=("id", "n")), [])
     p = ev.plan(LAKE, ["id"], schema(("ident", INT), ("a", STR), ("n", INT), key=("ident",)), [("id", "ident")])
-    assert p.key == ("ident",) and p.renames == (("id", "ident"),)
+    assert p.key == ("ident",)
+    assert p.renames == (("id", "ident"),)
 
 
 def test_policy_halt_refuses_any_change_but_not_none() -> None:
@@ -111,5 +120,13 @@ def test_a_schema_change_event_names_its_table_and_position() -> None:
         "source": {"file": "mysql-bin.000004", "pos": 4981, "snapshot": None}, "ddl": "ALTER TABLE t RENAME COLUMN v TO w",
         "tableChanges": [{"type": "ALTER", "id": '"ddlx"."t"'}]}}).encode()
     [change] = decode_schema_change(value)
-    assert change.table == TableId("ddlx", "t") and change.ddl.endswith("TO w")
-    assert decode_schema_change(b"not json") == [] and decode_schema_change(None) == []
+    assert change.table == TableId("ddlx", "t")
+    assert change.ddl.endswith("TO w")
+    assert decode_schema_change(b"not json") == []
+    assert decode_schema_change(None) == []
+
+
+def test_additions_and_drops_parsed_from_alter_table() -> None:
+    sql = ("ALTER TABLE t ADD COLUMN k INT NOT NULL DEFAULT 5, ADD n VARCHAR(5), ADD INDEX (a), DROP COLUMN IF EXISTS x, "
+           "DROP PRIMARY KEY, ADD PRIMARY KEY (id, n), ADD COLUMN (p INT, `q r` DECIMAL(10,2) DEFAULT 1)")
+    assert parse_alter(sql) == Alter((), ("k", "n", "p", "q r"), ("x",))
