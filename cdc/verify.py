@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import struct
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -18,6 +20,7 @@ from typing import Any
 from pyiceberg.catalog import Catalog
 from pyiceberg.types import BooleanType, FloatType, IcebergType, LongType, TimestamptzType
 
+from cdc.bootstrap.source_schema import COLUMNS_QUERY, select_expr, source_column
 from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.lake import catalog as lake
@@ -42,11 +45,6 @@ class Comparison:
         return not (self.missing_in_lake or self.extra_in_lake or self.different or self.duplicate_keys)
 
 
-GEOMETRY_TYPES = frozenset(
-    {"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
-)
-
-
 def canonical(value: Any, kind: IcebergType, source_type: str = "") -> str | None:
     """One exact text form per value, whichever side it came from.
 
@@ -55,12 +53,9 @@ def canonical(value: Any, kind: IcebergType, source_type: str = "") -> str | Non
     """
     if value is None:
         return None
-    if source_type.startswith("set("):
-        members = value if isinstance(value, set | frozenset) else (str(value).split(",") if value else [])
-        return ",".join(sorted(members))
-    if source_type.startswith("bit(") and isinstance(value, int) and not isinstance(kind, BooleanType):
-        width = (int(source_type[4:-1]) + 7) // 8
-        return value.to_bytes(width, "little").hex()  # Debezium's Bits: little-endian, fixed width
+    if isinstance(value, set | frozenset):  # a driver's SET: put the members in the column's definition order
+        order = _set_members(source_type)
+        return ",".join(sorted(value, key=lambda m: order.index(m) if m in order else len(order)))
     if isinstance(kind, BooleanType):
         return "1" if (value is True or value == 1) else "0"
     if isinstance(kind, FloatType):
@@ -80,9 +75,13 @@ def canonical(value: Any, kind: IcebergType, source_type: str = "") -> str | Non
         return format(value, "f")
     if isinstance(value, bytes | bytearray):
         return bytes(value).hex()
-    if isinstance(value, set | frozenset):
-        return ",".join(sorted(value))
     return str(value)
+
+
+def _set_members(source_type: str) -> list[str]:
+    """`set('red','green','blue')` -> its members in definition order."""
+    inner = source_type[source_type.find("(") + 1 : source_type.rfind(")")]
+    return [m[1:-1].replace("''", "'") for m in re.findall(r"'(?:[^']|'')*'", inner)]
 
 
 def _key_index(names: Sequence[str], key: Sequence[str]) -> list[int]:
@@ -128,15 +127,13 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        cur.execute(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-            (table.db, table.table),
-        )
-        types = {str(name): (str(data_type).lower(), str(column_type).lower()) for name, data_type, column_type in cur.fetchall()}
-        source_types = [types.get(n, ("", ""))[1] for n in names]
+        cur.execute(COLUMNS_QUERY, (table.db, table.table))
+        columns = {c.name: c for c in map(source_column, cur.fetchall())}
+        source_types = [columns[n].column_type.lower() if n in columns else "" for n in names]
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cols = ", ".join(_select_expr(n, types.get(n, ("", ""))[0]) for n in names)
+        # the bootstrap's reading of each type (BIT as its number, SET in definition order, the zero-date rule)
+        cols = ", ".join(f"{select_expr(columns[n])} AS {quote_ident(n)}" if n in columns else quote_ident(n) for n in names)
         cur.execute(f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608 - quoted identifiers
         source_rows = [_canonical_row(row, kinds, source_types) for row in cur.fetchall()]
         conn.rollback()
@@ -144,21 +141,23 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
         conn.close()
     lake_columns = [arrow.column(n).to_pylist() for n in names]
     lake_rows = [_canonical_row(row, kinds, source_types) for row in zip(*lake_columns, strict=True)]
+    if not key:  # a table without a key: compared as a multiset
+        return compare_multiset(str(table), source_rows, lake_rows)
     return compare_rows(str(table), names, key, source_rows, lake_rows)
+
+
+def compare_multiset(table: str, source: Iterable[Row], lake_rows: Iterable[Row]) -> Comparison:
+    """Pure: compare two bags of rows (a table without a key): each distinct row must occur as often in
+    the lake as at the source; every surplus copy is listed once per copy."""
+    src, lake_bag = Counter(source), Counter(lake_rows)
+    result = Comparison(table, sum(src.values()), sum(lake_bag.values()))
+    result.missing_in_lake = list((src - lake_bag).elements())
+    result.extra_in_lake = list((lake_bag - src).elements())
+    return result
 
 
 def _canonical_row(row: Sequence[Any], kinds: Sequence[IcebergType], source_types: Sequence[str]) -> Row:
     return tuple(canonical(v, k, t) for v, k, t in zip(row, kinds, source_types, strict=True))
-
-
-def _select_expr(name: str, data_type: str) -> str:
-    """Read BIT as an integer and geometries as WKB, the forms the lake keeps."""
-    q = quote_ident(name)
-    if data_type == "bit":
-        return f"CAST({q} AS UNSIGNED) AS {q}"
-    if data_type in GEOMETRY_TYPES:
-        return f"ST_AsBinary({q}) AS {q}"
-    return q
 
 
 def _key_of(properties: dict[str, str]) -> list[str]:

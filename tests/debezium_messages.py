@@ -28,6 +28,19 @@ def field(name: str, connect_type: str, *, optional: bool = True, semantic: str 
     return f
 
 
+def source_field(name: str, connect_type: str, source_type: str, *, length: int | None = None, scale: int | None = None,
+                 parameters: dict | None = None, **extra: Any) -> dict:
+    """A field as Debezium writes it with `column.propagate.source.type=.*` (measured on MariaDB 10.11)."""
+    params: dict[str, str] = dict(parameters or {})
+    params["__debezium.source.column.type"] = source_type
+    if length is not None:
+        params["__debezium.source.column.length"] = str(length)
+    if scale is not None:
+        params["__debezium.source.column.scale"] = str(scale)
+    params["__debezium.source.column.name"] = name
+    return field(name, connect_type, parameters=params, **extra)
+
+
 def decimal_field(name: str, precision: int, scale: int) -> dict:
     params = {"scale": str(scale), "connect.decimal.precision": str(precision)}
     return field(name, "bytes", semantic=DECIMAL, version=1, parameters=params)

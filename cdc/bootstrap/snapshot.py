@@ -13,6 +13,7 @@ How the seam stays exact:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import resource
@@ -28,9 +29,18 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 
-from cdc.bootstrap.source_schema import GEOMETRY, SourceColumn, table_schema
+from cdc.bootstrap.source_schema import (
+    COLUMNS_QUERY,
+    SourceColumn,
+    column_type,
+    select_expr as source_select_expr,
+    source_column,
+    table_schema,
+    zero_date_condition,
+)
 from cdc.config import Settings, TableOverride
-from cdc.errors import ConfigError
+from cdc.errors import ConfigError, DecodeError
+from cdc.events.booleans import strict_bool
 from cdc.events.model import ColumnType, Kind, TableId
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
 from cdc.ingest.capture import CaptureRules, unsupported_name
@@ -67,12 +77,8 @@ class BootstrapReport:
 
 
 def _source_columns(cur: Any, table: TableId) -> tuple[list[SourceColumn], list[str]]:
-    cur.execute(
-        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-        (table.db, table.table),
-    )
-    columns = [SourceColumn(str(n), str(d), str(t), str(nullable) == "YES") for n, d, t, nullable in cur.fetchall()]
+    cur.execute(COLUMNS_QUERY, (table.db, table.table))
+    columns = [source_column(row) for row in cur.fetchall()]
     if not columns:
         raise ConfigError(f"source table {table} does not exist")
     cur.execute(
@@ -109,6 +115,7 @@ def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: boo
     try:
         cur = conn.cursor()
         columns, key = _source_columns(cur, table)
+        columns = value_checks(cur, table, columns, key, settings.table_settings(table.db, table.table).booleans)
         cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
                     "('log_bin', 'binlog_format', 'expire_logs_days', 'binlog_expire_logs_seconds')")
         variables = {str(k): str(v) for k, v in cur.fetchall()}
@@ -138,31 +145,20 @@ def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: boo
 
 
 def select_expr(column: SourceColumn) -> str:
-    """Read each type in the form Debezium delivers it."""
-    q = quote_ident(column.name)
-    dt_ = column.data_type.lower()
-    if dt_ == "bit":
-        return f"CAST({q} AS UNSIGNED)"
-    if dt_ in GEOMETRY:
-        return f"ST_AsBinary({q})"
-    if dt_ == "set":
-        return f"CAST({q} AS CHAR)"  # members in definition order, like the binlog
-    if dt_ == "float":
-        return f"CAST({q} AS DOUBLE)"  # the stored single exactly, not its 6-digit text
-    return q
+    """Read each type in the form Debezium delivers it (shared with `cdc check`)."""
+    return source_select_expr(column)
 
 
 def _converter(t: ColumnType, column: SourceColumn) -> Callable[[Any], Any]:
     kind = t.kind
+    if kind is Kind.BOOLEAN and column.boolean:
+        return lambda v: _strict_bool(v, column.name)
     if kind is Kind.BOOLEAN:
-        return lambda v: bool(int(v))
+        return lambda v: bool(int(v))  # BIT(1), read as its number
     if kind is Kind.DECIMAL:
-        return lambda v: Decimal(v)
+        return lambda v: Decimal(v)  # also BIT(64) and BIGINT UNSIGNED, read as integers
     if kind is Kind.BIG_DECIMAL:
         return lambda v: format(Decimal(v), "f")
-    if kind is Kind.BINARY and column.data_type.lower() == "bit":
-        width = (int(column.column_type[4:-1]) + 7) // 8
-        return lambda v: int(v).to_bytes(width, "little")
     if kind is Kind.BINARY:
         return lambda v: bytes(v)
     if kind is Kind.STRING:
@@ -172,6 +168,47 @@ def _converter(t: ColumnType, column: SourceColumn) -> Callable[[Any], Any]:
     if kind is Kind.TIME_MICROS:
         return lambda v: (v.days * 86_400 + v.seconds) * 1_000_000 + v.microseconds
     return lambda v: v
+
+
+def _strict_bool(v: Any, name: str) -> bool:
+    try:
+        return strict_bool(int(v), name)
+    except DecodeError as exc:  # the value changed after the pre-flight check read the table
+        raise ConfigError(f"{exc}: fix the source rows or remove the column from the list") from exc
+
+
+def value_checks(cur: Any, table: TableId, columns: Sequence[SourceColumn], key: Sequence[str],
+                 booleans: Sequence[str]) -> list[SourceColumn]:
+    """The columns, the ones in `tables.<db.table>.booleans` marked; refuses (ConfigError) a boolean
+    column that is no integer or holds a value other than 0/1, and a zero date in a key column."""
+    source = f"{quote_ident(table.db)}.{quote_ident(table.table)}"
+    by_name = {c.name: c for c in columns}
+    unknown = [b for b in booleans if b not in by_name]
+    if unknown:
+        raise ConfigError(f"tables.{table}.booleans names columns {unknown} that {table} does not have")
+    marked: list[SourceColumn] = []
+    for c in columns:
+        if c.name in booleans:
+            if column_type(c.data_type, c.column_type, boolean=True).kind is not Kind.BOOLEAN:
+                raise ConfigError(f"tables.{table}.booleans: column {c.name!r} is {c.column_type}, not an integer column")
+            q = quote_ident(c.name)
+            cur.execute(f"SELECT COUNT(*), MIN({q}), MAX({q}) FROM {source} WHERE {q} NOT IN (0, 1)")  # noqa: S608
+            bad, low, high = cur.fetchone()
+            if int(bad):
+                raise ConfigError(f"{table}: column {c.name!r} is listed in tables.{table}.booleans but {int(bad)} rows hold "
+                                  f"values other than 0/1 (from {low} to {high}): fix them at the source or remove the column "
+                                  "from the list (it then lands as its exact integer)")
+            c = dataclasses.replace(c, boolean=True)
+        marked.append(c)
+    dated = [by_name[k] for k in key if k in by_name and by_name[k].data_type.lower() in ("date", "datetime", "timestamp")]
+    if dated:
+        cur.execute(f"SELECT COUNT(*) FROM {source} WHERE "  # noqa: S608 - quoted identifiers
+                    + " OR ".join(zero_date_condition(c) for c in dated))
+        zeros = int(cur.fetchone()[0])
+        if zeros:
+            raise ConfigError(f"{table}: {zeros} rows have a zero date in the key columns {[c.name for c in dated]}: "
+                              "the lake cannot key them (streaming would land them under the epoch or NULL); fix them at the source")
+    return marked
 
 
 # ENUM sorts by its index and SET by its bitmask, but compared with a string they compare as text:

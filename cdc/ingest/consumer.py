@@ -24,7 +24,8 @@ from pyiceberg.catalog import Catalog
 
 from cdc import faults
 from cdc.config import Settings
-from cdc.errors import CdcError, ServiceError, TransientError
+from cdc.errors import CdcError, DecodeError, ServiceError, TransientError
+from cdc.events.booleans import as_booleans
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId
 from cdc.ingest import dlq, offsets as off
@@ -82,6 +83,7 @@ class Ingestor:
         self.catalog = catalog
         self.policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
         self.rules = retrying("read the capture rules", self.policy, lambda: CaptureRules.from_settings(settings, catalog))
+        self._booleans: Callable[[TableId], Collection[str]] = lambda t: settings.table_settings(t.db, t.table).booleans
         self.lander = Lander(settings, catalog, self.policy)
         self.report = IngestReport()
         self._batch = Batch()
@@ -310,13 +312,13 @@ class Ingestor:
         raw: Raw = (key if isinstance(key, bytes) else None, value if isinstance(value, bytes) and value else None,
                     tuple((str(h[0]), h[1] if isinstance(h[1], bytes) else b"") for h in (msg.headers() or [])))
         coords = KafkaCoordinates(topic, partition, offset)
-        decoded = classify(self.rules, self.settings.ingest.max_message_bytes, raw, coords)
+        decoded = classify(self.rules, self.settings.ingest.max_message_bytes, raw, coords, self._booleans)
         if isinstance(decoded, DecodeFailure) and decoded.error == "OutsideCaptureRules" and not self._refreshed_this_poll:
             # `cdc bootstrap` may have added the table to capture since the rules were read
             self._refreshed_this_poll = True
             self.rules = retrying("read the capture rules", self.policy,
                                   lambda: CaptureRules.from_settings(self.settings, self.catalog))
-            decoded = classify(self.rules, self.settings.ingest.max_message_bytes, raw, coords)
+            decoded = classify(self.rules, self.settings.ingest.max_message_bytes, raw, coords, self._booleans)
         if isinstance(decoded, DecodeFailure):
             log.warning("dead letter at %s[%d]@%d: %s: %s", topic, partition, offset, decoded.error, decoded.message)
         self._batch.add(decoded, raw, time.monotonic())
@@ -438,8 +440,10 @@ class Ingestor:
         self._hold([(t, p) for (t, p) in self._assigned if t in outcome.held_topics])
 
 
-def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordinates) -> ChangeEvent | Skip | DecodeFailure:
-    """Pure: what one message is. Size first, then the decoder, then the capture rules and the topic."""
+def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordinates,
+             booleans: Callable[[TableId], Collection[str]] | None = None) -> ChangeEvent | Skip | DecodeFailure:
+    """Pure: what one message is. Size first, then the decoder, then the capture rules and the topic,
+    then the table's boolean columns (`booleans`: a table's `tables.<db.table>.booleans`)."""
     key, value, headers = raw
     size = len(value or b"") + len(key or b"")
     if size > max_bytes:
@@ -461,7 +465,14 @@ def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordin
     if left_out & set(decoded.schema.key):
         return DecodeFailure("ExcludedKeyColumn", f"{table}: key columns {sorted(left_out & set(decoded.schema.key))} are "
                              "excluded (tables.<db.table>.exclude_columns): a key cannot be left out", key, None, coords, table, ())
-    return without_columns(decoded, left_out) if left_out else decoded
+    decoded = without_columns(decoded, left_out) if left_out else decoded
+    flags = booleans(table) if booleans is not None else ()
+    if flags:
+        try:
+            decoded = as_booleans(decoded, flags)
+        except DecodeError as exc:
+            return DecodeFailure(type(exc).__name__, str(exc), key, value, coords, table, headers)
+    return decoded
 
 
 def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:

@@ -40,7 +40,8 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
         headers = tuple((k, base64.b64decode(v)) for k, v in json.loads(str(row["headers"]))) if row.get("headers") else ()
         key = row["key"] if isinstance(row["key"], bytes) else None
         value = row["value"] if isinstance(row["value"], bytes) else None
-        decoded = classify(rules, settings.ingest.max_message_bytes, (key, value, headers), coords)
+        decoded = classify(rules, settings.ingest.max_message_bytes, (key, value, headers), coords,
+                           lambda t: settings.table_settings(t.db, t.table).booleans)
         if isinstance(decoded, ChangeEvent):
             events.append(decoded)
             raws.append((key, value, headers))

@@ -9,7 +9,7 @@ from cdc.bootstrap.source_schema import column_type
 from cdc.errors import ConfigError
 from cdc.events.model import ColumnType, Kind
 
-# what Debezium 3.5 describes for each column of the type zoo (seen on MariaDB 10.11)
+# the lake type of each column of the type zoo (both paths: tests/unit/test_type_agreement.py)
 CASES = [
     ("tinyint", "tinyint(4)", ColumnType(Kind.INT)),
     ("tinyint", "tinyint(3) unsigned", ColumnType(Kind.INT)),
@@ -25,8 +25,11 @@ CASES = [
     ("float", "float", ColumnType(Kind.FLOAT)),
     ("double", "double", ColumnType(Kind.DOUBLE)),
     ("bit", "bit(1)", ColumnType(Kind.BOOLEAN)),
-    ("bit", "bit(10)", ColumnType(Kind.BINARY)),
-    ("tinyint", "tinyint(1)", ColumnType(Kind.BOOLEAN)),
+    ("bit", "bit(10)", ColumnType(Kind.LONG)),  # the number `b+0`
+    ("bit", "bit(64)", ColumnType(Kind.DECIMAL, 20, 0)),
+    ("tinyint", "tinyint(1)", ColumnType(Kind.INT)),  # exact, -128..127: a boolean only by opt-in
+    ("tinyint", "tinyint(1) unsigned", ColumnType(Kind.INT)),
+    ("float", "float(7,4)", ColumnType(Kind.FLOAT)),
     ("char", "char(10)", ColumnType(Kind.STRING)),
     ("longtext", "longtext", ColumnType(Kind.STRING)),  # MariaDB's JSON
     ("enum", "enum('small','medium','large')", ColumnType(Kind.STRING)),
