@@ -484,8 +484,12 @@ def status(ctx: click.Context) -> None:
     s = _settings(ctx)
     rows, dead, halted = table_status(s, _catalog(s))
     o = _out(ctx)
-    o.table("tables", "tables", ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge",
-                                 "unmerged"], rows)
+    columns = ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge", "unmerged"]
+    if o.format == "json":  # each table's object says why it is halted (the text mode lists the halts below)
+        reasons = {f"{h.db}.{h.table}": (h.reason, h.remedy) for h in halted}
+        rows = [(*r, *reasons.get(str(r[0]), (None, None))) for r in rows]
+        columns += ["reason", "remedy"]
+    o.table("tables", "tables", columns, rows)
     o.value("dead_letters", dead, f"dead letters: {dead}")
     if o.format == "json":
         o.value("halted", [{"table": f"{h.db}.{h.table}", "since": h.since, "reason": h.reason, "remedy": h.remedy}
