@@ -19,6 +19,7 @@ KAFKA_TOPIC = "_kafka_topic"
 KAFKA_PARTITION = "_kafka_partition"
 KAFKA_OFFSET = "_kafka_offset"
 METADATA_COLUMNS = (OP, SEQ, SOURCE_TS, INGESTED_AT, KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
+CHANGELOG_ONLY = (OP, INGESTED_AT, KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET)
 # names the merge job uses for its own helper columns and views
 RANK = "_cdc_rank"
 LATEST_VIEW = "_cdc_latest"
