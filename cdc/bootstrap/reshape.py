@@ -84,10 +84,10 @@ def _reshape(target: Table, source: TableSchema, buckets: int, props: dict[str, 
     current = evolution.lake_source_columns(target.schema())
     delete, retype, add, widen = plan(current, source, key_only)
     by_name = {c.name: c for c in source.columns}
-    first = source.key[0]
+    first = source.key[0] if source.key else None  # a table without a key is unpartitioned
     spec_fields = list(target.spec().fields)
     bucket_name = f"{first}_bucket"
-    respec = not any(f.name == bucket_name for f in spec_fields) or first in retype
+    respec = (not any(f.name == bucket_name for f in spec_fields) or first in retype) if first else bool(spec_fields)
     todo_props = {k: v for k, v in props.items() if target.properties.get(k) != v}
     if not (delete or retype or add or widen or respec or todo_props):
         return ""
@@ -106,7 +106,7 @@ def _reshape(target: Table, source: TableSchema, buckets: int, props: dict[str, 
                     update.add_column(name, lake_schema.iceberg_type(by_name[name].type))
                 for name, wider in widen:
                     update.update_column(name, field_type=wider)
-        if respec:
+        if respec and first:
             with tx.update_spec() as spec:
                 spec.add_field(first, BucketTransform(buckets), bucket_name)
         if todo_props:

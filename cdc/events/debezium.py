@@ -183,9 +183,15 @@ def decode(
             if not isinstance(image, dict):
                 raise DecodeError(f"op {op.value!r} without its {'before' if op is Op.DELETE else 'after'} image")
             row = image
-        if not key_names and op is not Op.TRUNCATE:
-            raise DecodeError(f"table {table} has no primary key (set one, or declare a key in settings)")
         values = codec.convert(row)
+        before = None
+        if not key_names and op is Op.UPDATE:
+            # a table without a key (none at the source, none declared): the lake keeps it as a multiset, where
+            # an update removes one row equal to its before-image (binlog_row_image=FULL gives every column)
+            image = payload.get("before")
+            if not isinstance(image, dict):
+                raise DecodeError(f"update of {table}, a table without a key, has no before-image (binlog_row_image=FULL?)")
+            before = codec.convert(image)
         if key_payload is not None and op is not Op.TRUNCATE:
             for k in key_names:
                 if values.get(k) is None:
@@ -198,6 +204,7 @@ def decode(
             values=values,
             schema=codec.schema,
             coordinates=coordinates,
+            before=before,
         )
     except DecodeError as exc:
         return DecodeFailure(type(exc).__name__, str(exc), key, value, coordinates, table)

@@ -90,7 +90,10 @@ class KafkaCoordinates:
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One row change. `values` is the after-image (the before-image for deletes)."""
+    """One row change. `values` is the after-image (the before-image for deletes).
+
+    `before`: an update's before-image, for a table without a key only (its changelog keeps the update
+    as the removal of the before-image and the addition of the after-image); None otherwise."""
 
     table: TableId
     op: Op
@@ -99,6 +102,7 @@ class ChangeEvent:
     values: dict[str, Any]
     schema: TableSchema
     coordinates: KafkaCoordinates
+    before: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

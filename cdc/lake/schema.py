@@ -160,9 +160,12 @@ def arrow_schema(columns: list[Column]) -> pa.Schema:
 
 
 def bucket_spec(schema: Schema, key: tuple[str, ...], buckets: int) -> PartitionSpec:
-    """`bucket(N, first key column)`: an update never moves a row between partitions."""
+    """`bucket(N, first key column)`: an update never moves a row between partitions.
+
+    A table without a key is unpartitioned: no column of it stays put under an update, and its merge
+    rewrites it whole (spark_jobs/multiset.py)."""
     if not key:
-        raise ValueError("a table without a primary key cannot be bucketed")
+        return PartitionSpec()
     source = schema.find_field(key[0])
     return PartitionSpec(
         PartitionField(source_id=source.field_id, field_id=1000, transform=BucketTransform(buckets), name=f"{key[0]}_bucket")

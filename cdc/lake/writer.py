@@ -21,12 +21,14 @@ def to_arrow(events: Sequence[ChangeEvent], target: pa.Schema, ingested_at: dt.d
     columns: dict[str, list[Any]] = {name: [] for name in target.names}
     meta = ls.RESERVED
     source_names = [n for n in target.names if n not in meta]
-    for ev in events:
-        values = ev.values
+    # a keyless table's update lands as two rows at one position: its before-image as a `d`, then the `u`
+    rows = [(op, image, ev) for ev in events
+            for op, image in ((("d", ev.before),) if ev.before is not None else ()) + ((ev.op.value, ev.values),)]
+    for op, values, ev in rows:
         for name in source_names:
             columns[name].append(values.get(name))
         c = ev.coordinates
-        columns[ls.OP].append(ev.op.value)
+        columns[ls.OP].append(op)
         columns[ls.SEQ].append(Decimal(ev.seq))
         columns[ls.SOURCE_TS].append(dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ev.source_ts_us))
         columns[ls.INGESTED_AT].append(ingested_at)

@@ -360,7 +360,6 @@ FAILURES = [
         "column 'x': unsupported Connect type 'array'",
         id="unsupported-connect-type",
     ),
-    pytest.param(None, CREATE, "DecodeError", "table probe.t has no primary key", id="no-key"),
     pytest.param(
         key([field("nope", "int32", optional=False)], {"nope": 1}),
         CREATE,

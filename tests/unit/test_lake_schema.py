@@ -134,10 +134,9 @@ def test_bucket_spec_buckets_the_first_key_column() -> None:
     assert partition.field_id == 1000
 
 
-def test_bucket_spec_needs_a_key() -> None:
+def test_a_table_without_a_key_is_unpartitioned() -> None:
     schema = iceberg_schema(lake_columns(SOURCE, changelog=False))
-    with pytest.raises(ValueError, match="without a primary key"):
-        bucket_spec(schema, (), 16)
+    assert bucket_spec(schema, (), 16).fields == ()
 
 
 # ---- to_arrow ------------------------------------------------------------------------------------

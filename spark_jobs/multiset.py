@@ -1,0 +1,101 @@
+"""The merge of a table without a key: fold its changelog into its base table kept as a multiset
+(the SQL and its rules: spark_jobs/multiset_sql.py). `spark_jobs.merge.merge_table` sends keyless tables
+here (their `cdc.primary-key` property is `[]`).
+
+Exactly-once as for keyed tables: the base commit records the changelog snapshot it folded in (the next run
+reads only the snapshots after it) and, beside it, the newest source position it applied; after a bootstrap
+that position is the snapshot's (`cdc.bootstrap-position`), so changes the snapshot already holds do not
+apply twice. The new content replaces the base in one commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pyspark.sql import SparkSession
+
+try:  # as a package (cdc merge) or as files (spark-submit)
+    from spark_jobs import merge_sql as q, multiset_sql as m
+    from spark_jobs.merge import MergeResult, _current_snapshot, _merged_upto
+except ImportError:  # pragma: no cover
+    import merge_sql as q  # type: ignore[no-redef]
+    import multiset_sql as m  # type: ignore[no-redef,import-not-found]
+    from merge import MergeResult, _current_snapshot, _merged_upto  # type: ignore[no-redef,import-not-found]
+from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
+from cdc.lake.contract import BOOTSTRAP_POSITION, CHANGELOG_SUFFIX, MERGED_UPTO, SEQ, SOURCE_TS, SOURCE_VIEW
+
+log = logging.getLogger("spark_jobs.multiset")
+
+FOLD_VIEW = "_cdc_multiset_fold"
+
+
+def bootstrap_seq(position: str) -> int:
+    """Pure: the `_seq` of a bootstrap's rows from its `file:position` (just below the first change after it)."""
+    file_name, _, pos = position.rpartition(":")
+    return BinlogPosition(STREAM, binlog_file_index(file_name), int(pos) - 1, _ROW_SPAN - 1).pack()
+
+
+def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
+    """The newest source position the base holds: recorded by the last fold, or the last bootstrap's."""
+    snaps, hist = q.qualified(*base, "snapshots"), q.qualified(*base, "history")
+    applied, boot = q._literal(m.APPLIED_SEQ), q._literal(BOOTSTRAP_POSITION)
+    rows = spark.sql(
+        f"SELECT s.summary[{applied}], s.summary[{boot}] FROM {snaps} s JOIN {hist} h ON s.snapshot_id = h.snapshot_id "
+        f"WHERE h.is_current_ancestor AND (s.summary[{applied}] IS NOT NULL OR s.summary[{boot}] IS NOT NULL) "
+        "ORDER BY h.made_current_at DESC, s.committed_at DESC LIMIT 1"
+    ).collect()
+    if not rows:
+        return None
+    recorded, position = rows[0][0], rows[0][1]
+    return int(recorded) if recorded is not None else bootstrap_seq(str(position))
+
+
+def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> MergeResult:
+    """Fold the new changelog snapshots of a keyless table into its base; a no-op when there is nothing new."""
+    started = time.monotonic()
+    base, changelog = (catalog, db, table), (catalog, db, table + CHANGELOG_SUFFIX)
+    upto = _current_snapshot(spark, changelog)
+    previous = _merged_upto(spark, base)
+    if upto is None or upto == previous:
+        return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
+    reader = spark.read.format("iceberg")
+    if previous is None:
+        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
+    else:
+        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
+    changes.createOrReplaceTempView(SOURCE_VIEW)
+    columns = tuple(f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS))
+    plan = m.MultisetPlan(base, SOURCE_VIEW, columns)
+    props = [f"spark.sql.iceberg.snapshot-property.{p}" for p in (MERGED_UPTO, m.APPLIED_SEQ)]
+    try:
+        if int(spark.sql(m.partitions_sql(SOURCE_VIEW)).collect()[0][0]) > 1:
+            raise ValueError(f"{db}.{table} has no key and its changes come from several Kafka partitions: their order "
+                             "is lost; give its topic one partition (or the table a key) and rebuild it")
+        applied = applied_seq(spark, base)
+        found = spark.sql(m.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
+        truncated = int(found) if found is not None else None
+        spark.sql(m.slice_sql(plan, applied, truncated)).createOrReplaceTempView(m.SLICE_VIEW)
+        newest = spark.sql(m.newest_seq_sql()).collect()[0][0]
+        n_changes = int(spark.sql(f"SELECT COUNT(*) FROM {q.quote(m.SLICE_VIEW)}").collect()[0][0])
+        keep_base = truncated is None or (applied is not None and truncated <= applied)
+        now_applied = max((int(v) for v in (applied, truncated, newest) if v is not None), default=None)
+        # the new content, computed from the base as it stands, is materialized before it replaces the base
+        fold = spark.sql(m.fold_sql(plan, keep_base)).localCheckpoint()
+        fold.createOrReplaceTempView(FOLD_VIEW)
+        spark.conf.set(props[0], str(upto))
+        if now_applied is not None:
+            spark.conf.set(props[1], str(now_applied))
+        spark.sql(m.overwrite_sql(plan, FOLD_VIEW))
+        if _merged_upto(spark, base) != upto:  # nothing to write, so no snapshot: record progress with an empty commit
+            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
+    finally:
+        for p in props:
+            spark.conf.unset(p)
+        for view in (SOURCE_VIEW, m.SLICE_VIEW, FOLD_VIEW):
+            spark.catalog.dropTempView(view)
+    rows_after = spark.table(q.qualified(*base)).count()
+    result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started)
+    log.info("merged %s (no key, as a multiset): %d changes from changelog snapshot %s, %d rows, %.1f s",
+             result.table, n_changes, upto, rows_after, result.seconds)
+    return result
