@@ -341,20 +341,21 @@ class Lander:
         """The renames, additions and drops since the lake's schema and their positions, from the DDL history.
         A column that disappeared needs a schema-change event to say whether it was renamed or dropped:
         without one (the topic lags, or it is off) the table halts rather than guess."""
-        unexplained = [n for n in gone if n not in excluded]
-        deadline = time.monotonic() + (self.ddl_wait_seconds if unexplained else 0)
+        deadline = time.monotonic() + (self.ddl_wait_seconds if gone else 0)
         history = self.ddl
         while True:
             found = self._call(f"{table}: read the DDL history", lambda: history.changes(table, after, upto)) if history else []
-            if found or time.monotonic() >= deadline:
+            alters = [(c.seq, ddl.parse_alter(c.ddl)) for c in found]
+            named = {n.casefold() for _, a in alters for n in (*a.dropped, *(o for o, _ in a.renames))}
+            unexplained = [n for n in gone if n not in excluded and n.casefold() not in named]
+            if not unexplained or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
-        if unexplained and not found:
+        if unexplained:
             raise TableCannotLand(
-                f"columns {unexplained} are no longer in the changes of {table} and no schema-change event explains it "
-                "(renamed or dropped?): the connector's schema-change topic must be on (include.schema.changes)",
+                f"columns {unexplained} are no longer in the changes of {table} and no schema-change event says whether "
+                "they were renamed or dropped (the connector's schema-change topic must be on: include.schema.changes)",
                 REBUILD.format(table=table))
-        alters = [(c.seq, ddl.parse_alter(c.ddl)) for c in found]
         return evolution.Positions(
             upto,
             renamed=tuple((o, n, seq) for seq, a in alters for o, n in a.renames),

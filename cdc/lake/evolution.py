@@ -101,6 +101,10 @@ def plan(
     which holds only the key.
     """
     source_by_name = {c.name: c for c in source.columns}
+    back = [n for n in frozen if n in source_by_name]
+    if back:
+        # MariaDB fills the new column of every row with its default; the lake holds the frozen values
+        raise Refused(f"columns {back} were dropped (kept frozen in the lake) and added again at the source")
     moved = compose_renames(renames, list(lake_columns))
     renamed = tuple((old, new) for old, new in moved.items() if new in source_by_name and new not in lake_columns)
     after = {dict(renamed).get(n, n): t for n, t in lake_columns.items()}

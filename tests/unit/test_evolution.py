@@ -53,6 +53,8 @@ def test_keep_freezes_a_dropped_column_and_exclusion_drops_it() -> None:
     assert kept.freezes == ("a",)
     assert not kept.drops
     assert ev.plan(LAKE, ["id"], source, [], dropped_columns="keep", excluded=["a"]).drops == ("a",)
+    with pytest.raises(ev.Refused, match=r"\['a'\] were dropped \(kept frozen in the lake\) and added again"):
+        ev.plan(LAKE, ["id"], schema(("id", INT), ("a", STR), ("n", INT)), [], frozen=["a"])
     again = ev.plan(LAKE, ["id"], source, [], dropped_columns="keep", frozen=["a"])
     assert again.empty
     props = _bookkeeping("base", {}, kept, source, ev.Positions(99, dropped=(("a", 77),), newest=80))
