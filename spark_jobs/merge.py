@@ -33,6 +33,7 @@ try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
 except ImportError:  # pragma: no cover - spark-submit puts the file's folder on the path
     import merge_sql as q  # type: ignore[no-redef]
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
+    CHANGELOG_ONLY,
     CHANGELOG_SUFFIX,
     COLUMN_DEFAULTS,
     FROZEN_COLUMNS,
@@ -145,6 +146,12 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     if not key_json:
         raise ValueError(f"{db}.{table} has no {PRIMARY_KEY} property: not a cdc base table")
     key = tuple(json.loads(key_json))
+    if not key:  # a table without a key: its base is a multiset
+        try:
+            from spark_jobs.multiset import merge_multiset
+        except ImportError:  # pragma: no cover - spark-submit
+            from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
+        return merge_multiset(spark, catalog, db, table)
     upto = _current_snapshot(spark, changelog)
     previous = _merged_upto(spark, base)
     if upto is None or upto == previous:
@@ -155,9 +162,16 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     else:
         changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    # the columns changes carry (a column the base keeps frozen after a drop may be gone from the changelog)
+    # the landing evolves the base before the changelog, so a slice never carries a column the base lacks,
+    # unless this run read a base schema older than the slice: then stop rather than leave the column NULL
+    spark.sql(f"REFRESH TABLE {q.qualified(*base)}")
+    base_fields = [f.name for f in spark.table(q.qualified(*base)).schema.fields]
+    behind = sorted(set(changes.columns) - set(base_fields) - set(CHANGELOG_ONLY))
+    if behind:
+        raise RuntimeError(f"{db}.{table}: the changes carry columns {behind} the base table does not have yet "
+                           "(its schema changed while this merge started): run the merge again")
     carried = set(changes.columns)
-    base_cols = [f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS) and f.name in carried]
+    base_cols = [n for n in base_fields if n not in (SEQ, SOURCE_TS) and n in carried]
     plan = _plan(spark, base, tombstones, key, base_cols)
     floor, purge = _truncate_floor(spark, base, f"{db}.{table}")
     pending = q.pending_defaults_sql(plan)
