@@ -386,6 +386,8 @@ def _print_comparisons(o: Output, results: Sequence[Any]) -> None:
     o.table("comparisons", "source vs lake", ["table", "source rows", "lake rows", "missing", "extra", "different",
                                               "duplicate keys", "result"], rows)
     for r in results:
+        for text in r.columns_differ:
+            o.message(f"  {r.table}: column {text}")
         for src, lake in r.different[:3]:
             o.message(f"  {r.table}: source {src}\n  {' ' * len(r.table)}  lake   {lake}")
         for row in r.missing_in_lake[:3]:

@@ -24,6 +24,7 @@ from cdc.bootstrap.source_schema import COLUMNS_QUERY, select_expr, source_colum
 from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.lake import catalog as lake
+from cdc.lake.contract import FROZEN_COLUMNS
 from cdc.lake.schema import RESERVED
 from cdc.source import connect, quote_ident
 
@@ -39,10 +40,11 @@ class Comparison:
     extra_in_lake: list[Row] = field(default_factory=list)
     different: list[tuple[Row, Row]] = field(default_factory=list)
     duplicate_keys: int = 0
+    columns_differ: list[str] = field(default_factory=list)  # a column on one side only
 
     @property
     def equal(self) -> bool:
-        return not (self.missing_in_lake or self.extra_in_lake or self.different or self.duplicate_keys)
+        return not (self.missing_in_lake or self.extra_in_lake or self.different or self.duplicate_keys or self.columns_differ)
 
 
 def canonical(value: Any, kind: IcebergType, source_type: str = "") -> str | None:
@@ -120,20 +122,28 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
     """Compare the source table with its lake base table (source read in one consistent snapshot)."""
     base = catalog.load_table(lake.base_name(table))
     key = tuple(_key_of(base.properties))
-    fields = [f for f in base.schema().fields if f.name not in RESERVED]
-    names = [f.name for f in fields]
-    kinds = [f.field_type for f in fields]
-    arrow = base.scan(selected_fields=tuple(names)).to_arrow()
     conn = connect(settings)
     try:
         cur = conn.cursor()
         cur.execute(COLUMNS_QUERY, (table.db, table.table))
-        columns = {c.name: c for c in map(source_column, cur.fetchall())}
-        source_types = [columns[n].column_type.lower() if n in columns else "" for n in names]
+        left_out = settings.excluded_columns(table.db, table.table)
+        columns = {c.name: c for c in map(source_column, cur.fetchall()) if c.name not in left_out}
+        # compared: the columns both sides have; a column dropped at the source and kept frozen in the lake
+        # (`dropped_columns: keep`) is not compared; any other column on one side only is a difference
+        frozen = json.loads(base.properties.get(FROZEN_COLUMNS) or "{}")
+        fields = [f for f in base.schema().fields if f.name not in RESERVED and f.name in columns]
+        differ = [f"{f.name!r} is in the lake but not at the source" for f in base.schema().fields
+                  if f.name not in RESERVED and f.name not in columns and f.name not in frozen]
+        lake_names = {f.name for f in base.schema().fields}
+        differ += [f"{n!r} is at the source but not in the lake" for n in columns if n not in lake_names]
+        names = [f.name for f in fields]
+        kinds = [f.field_type for f in fields]
+        arrow = base.scan(selected_fields=tuple(names)).to_arrow()
+        source_types = [columns[n].column_type.lower() for n in names]
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
         # the bootstrap's reading of each type (BIT as its number, SET in definition order, the zero-date rule)
-        cols = ", ".join(f"{select_expr(columns[n])} AS {quote_ident(n)}" if n in columns else quote_ident(n) for n in names)
+        cols = ", ".join(f"{select_expr(columns[n])} AS {quote_ident(n)}" for n in names)
         cur.execute(f"SELECT {cols} FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608 - quoted identifiers
         source_rows = [_canonical_row(row, kinds, source_types) for row in cur.fetchall()]
         conn.rollback()
@@ -142,8 +152,11 @@ def compare_table(settings: Settings, catalog: Catalog, table: TableId) -> Compa
     lake_columns = [arrow.column(n).to_pylist() for n in names]
     lake_rows = [_canonical_row(row, kinds, source_types) for row in zip(*lake_columns, strict=True)]
     if not key:  # a table without a key: compared as a multiset
-        return compare_multiset(str(table), source_rows, lake_rows)
-    return compare_rows(str(table), names, key, source_rows, lake_rows)
+        result = compare_multiset(str(table), source_rows, lake_rows)
+    else:
+        result = compare_rows(str(table), names, key, source_rows, lake_rows)
+    result.columns_differ = differ
+    return result
 
 
 def compare_multiset(table: str, source: Iterable[Row], lake_rows: Iterable[Row]) -> Comparison:
