@@ -143,6 +143,9 @@ def message_key_columns(settings: Settings) -> str:
         db, sep, table = name.partition(".")
         if not sep or not db or not table or "." in table:
             raise ConfigError(f"tables.{name}.key: the table must be named DB.TABLE")
+        left_out = sorted(set(override.key) & set(override.exclude_columns))
+        if left_out:
+            raise ConfigError(f"tables.{name}.key: columns {left_out} are in tables.{name}.exclude_columns: a key cannot be left out")
         bad = [n for n in (db, table, *override.key) if _KEY_UNSAFE.intersection(n)]
         if bad:
             raise ConfigError(f"tables.{name}.key: Debezium's message.key.columns cannot name {bad} "
@@ -150,6 +153,31 @@ def message_key_columns(settings: Settings) -> str:
         columns = ",".join(_java_regex_literal(c) for c in override.key)
         entries.append(f"{_java_regex_literal(db)}\\.{_java_regex_literal(table)}:{columns}")
     return ";".join(entries)
+
+
+def check_declared_keys(settings: Settings) -> None:
+    """Refuse (ConfigError) a declared key that names a column its table lacks or differs from the table's
+    primary key, for the declared tables that exist at the source now (a table created later is checked by
+    its `cdc bootstrap`). Reads the source only when some key is declared."""
+    declared = {name: o.key for name, o in sorted(settings.tables.items()) if o.key}
+    if not declared:
+        return
+    from cdc.bootstrap.keys import primary_key, resolve_key
+    from cdc.events.model import TableId
+    from cdc.source import connect
+
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        for name, key in declared.items():
+            table = TableId.parse(name)
+            cur.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                        (table.db, table.table))
+            columns = [str(r[0]) for r in cur.fetchall()]
+            if columns:
+                resolve_key(table, columns, primary_key(cur, table), key)
+    finally:
+        conn.close()
 
 
 def debezium_config(settings: Settings, secrets_file: Path, added: Sequence[str] = ()) -> dict[str, str]:
@@ -312,6 +340,7 @@ def apply(settings: Settings, timeout: float = 90.0) -> str:
         write_secrets(settings)  # the local stack's worker reads it from under CDC_HOME
     added = captured_namespaces(open_catalog(settings)) if settings.connect.include_databases else []
     config = debezium_config(settings, settings.connector_secrets_file(), added)
+    check_declared_keys(settings)
     name = settings.connect.connector_name
     before = _request(f"{settings.connect.url}/connectors/{name}/config") if connector_state(settings) is not None else None
     _request(f"{settings.connect.url}/connectors/{name}/config", "PUT", config)

@@ -90,3 +90,11 @@ def test_resolve_key_declared_must_equal_an_existing_primary_key() -> None:
         resolve_key(T, ["id", "v"], ["id"], ["v"])
     with pytest.raises(ConfigError, match="differs from the primary key"):
         resolve_key(T, ["a", "b"], ["a", "b"], ["b", "a"])
+
+
+def test_a_declared_key_column_cannot_be_excluded(settings: Settings) -> None:
+    s = settings.model_copy(deep=True)
+    s.tables["shop.log"] = TableOverride(key=["id"], exclude_columns=["id", "ssn"])
+    with pytest.raises(ConfigError, match=r"columns \['id'\] are in tables.shop.log.exclude_columns"):
+        message_key_columns(s)
+
