@@ -178,14 +178,12 @@ def test_bootstrap_refusals_exit_2(stack: Settings) -> None:
     conn = connect(stack, database=db)
     try:
         cur = conn.cursor()
-        cur.execute("CREATE TABLE nokey (x INT)")
         cur.execute("CREATE TABLE floatkey (f DOUBLE PRIMARY KEY, x INT)")
         cur.execute("CREATE TABLE clash (id INT PRIMARY KEY, `_Seq` INT)")
         conn.commit()
     finally:
         conn.close()
     cases = [
-        ([f"{db}.nokey"], "has no primary key"),
         ([f"{db}.missing"], "does not exist"),
         ([f"{db}.a", "--rebuild"], "no lake table to rebuild"),
         (["not-a-table-name"], "expected DB.TABLE"),
@@ -258,3 +256,129 @@ def _snapshot_reads(settings: Settings, topic: str) -> int:
         return reads
     finally:
         consumer.close()
+
+
+# ---- the value contract (issue 10, item 5), bootstrapped ----------------------------------------------
+
+_V_DDL = ("CREATE TABLE v (id INT NOT NULL PRIMARY KEY, b12 BIT(12) NULL, t1 TINYINT(1) NULL, t1u TINYINT(1) UNSIGNED NULL, "
+          "x INTEGER(11) UNSIGNED NULL, r REAL NULL, st SET('red','green','blue') NULL)")
+_V_ROWS = ("(1, 935, -1, 255, 4294967295, 2.36, 'blue,red'), (2, b'111111111111', 127, 0, 0, -3.4e38, "
+           "'green,red'), (3, 0, -128, 128, 2147483648, 0.1, '')")
+_V_EXPECTED = {
+    1: {"b12": 935, "t1": -1, "t1u": 255, "x": 4294967295, "r": 2.36, "st": "red,blue"},
+    2: {"b12": 4095, "t1": 127, "t1u": 0, "x": 0, "r": -3.4e38, "st": "red,green"},
+    3: {"b12": 0, "t1": -128, "t1u": 128, "x": 2147483648, "r": 0.1, "st": ""},
+}
+
+
+def _sync_only(settings: Settings, spark: Any, db: str, tables: tuple[str, ...]) -> None:
+    """Drain this test's topics only (other tests share Kafka), then merge."""
+    from cdc import connectors
+    from cdc.ingest.consumer import Ingestor
+    from spark_jobs.merge import merge_table
+
+    connectors.wait_captured(settings, timeout=300)
+    Ingestor(settings, lake.open_catalog(settings)).drain(tables=[TableId(db, t) for t in tables])
+    for t in tables:
+        merge_table(spark, settings.catalog.name, db, t)
+
+
+def _rows(settings: Settings, table: TableId, columns: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+    base = lake.open_catalog(settings).load_table(lake.base_name(table))
+    return {r["id"]: {c: r[c] for c in columns} for r in base.scan(selected_fields=("id", *columns)).to_arrow().to_pylist()}
+
+
+def test_the_value_contract_when_bootstrapped(stack: Settings, spark: Any) -> None:
+    """The rows the streamed test writes, bootstrapped: the same lake values, `cdc check` equal, and the rows
+    streamed afterwards land in the same schema with the same values."""
+    db = f"vc_vb_{uuid.uuid4().hex[:8]}"
+    conn = connect(stack)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE {quote_ident(db)}")
+        cur.execute(f"USE {quote_ident(db)}")
+        cur.execute(_V_DDL)
+        cur.execute(type_zoo.ZERO_DDL)
+        cur.execute("SET SESSION sql_log_bin = 0")  # rows only the bootstrap sees
+        cur.execute(f"INSERT INTO v VALUES {_V_ROWS}")
+        type_zoo.insert_zero_rows(cur)
+        conn.commit()
+    finally:
+        conn.close()
+    catalog = lake.open_catalog(stack)
+    for t in ("v", "zd"):
+        bootstrap(stack, TableId(db, t))
+        result = compare_table(stack, catalog, TableId(db, t))
+        assert result.equal, (t, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+    columns = ("b12", "t1", "t1u", "x", "r", "st")
+    assert _rows(stack, TableId(db, "v"), columns) == _V_EXPECTED
+    assert _rows(stack, TableId(db, "zd"), type_zoo.ZERO_COLUMNS) == type_zoo.expected_zero_rows()
+    schemas = {t: catalog.load_table(lake.base_name(TableId(db, t))).schema() for t in ("v", "zd")}
+    # the same rows again, streamed (ids + 100): same schema, same values
+    conn = connect(stack, database=db)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"INSERT INTO v VALUES {_V_ROWS.replace('(1,', '(101,').replace('(2,', '(102,').replace('(3,', '(103,')}")
+        type_zoo.insert_zero_rows(cur, offset=100)
+        conn.commit()
+    finally:
+        conn.close()
+    _sync_only(stack, spark, db, ("v", "zd"))
+    catalog = lake.open_catalog(stack)
+    for t in ("v", "zd"):
+        result = compare_table(stack, catalog, TableId(db, t))
+        assert result.equal, (t, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
+        assert catalog.load_table(lake.base_name(TableId(db, t))).schema() == schemas[t]  # the mappings agree
+    streamed_v = {k - 100: v for k, v in _rows(stack, TableId(db, "v"), columns).items() if k > 100}
+    assert streamed_v == _V_EXPECTED
+    streamed_zd = {k - 100: v for k, v in _rows(stack, TableId(db, "zd"), type_zoo.ZERO_COLUMNS).items() if k > 100}
+    assert streamed_zd == type_zoo.expected_zero_rows()
+
+
+def test_a_zero_date_key_and_a_boolean_other_than_0_or_1_are_refused(stack: Settings, spark: Any) -> None:
+    """A zero date in a key column: the bootstrap refuses the table (streaming cannot tell it from the epoch).
+    A TINYINT(1) in tables.<t>.booleans: the bootstrap refuses a value other than 0/1, lands 0/1 as booleans,
+    and a streamed 2 goes to the dead-letter table."""
+    from cdc import connectors
+    from cdc.config import TableOverride
+    from cdc.errors import ConfigError
+    from cdc.ingest import dlq
+    from cdc.ingest.capture import CaptureRules
+    from cdc.ingest.consumer import Ingestor
+    from spark_jobs.merge import merge_table
+
+    db = f"vc_vr_{uuid.uuid4().hex[:8]}"
+    conn = connect(stack)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE DATABASE {quote_ident(db)}")
+        cur.execute(f"USE {quote_ident(db)}")
+        cur.execute("CREATE TABLE zk (d DATE NOT NULL PRIMARY KEY, v INT)")
+        cur.execute("CREATE TABLE bo (id INT NOT NULL PRIMARY KEY, f TINYINT(1) NULL)")
+        cur.execute("SET SESSION sql_log_bin = 0")
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute("INSERT INTO zk VALUES ('0000-00-00', 1), ('2024-01-01', 2)")
+        cur.execute("INSERT INTO bo VALUES (1, 0), (2, 1), (3, -1)")
+        conn.commit()
+        with pytest.raises(ConfigError, match=r"1 rows have a zero date in the key columns \['d'\]"):
+            bootstrap(stack, TableId(db, "zk"))
+        flagged = stack.model_copy(deep=True)
+        flagged.tables[f"{db}.bo"] = TableOverride.model_validate({"booleans": ["f"]})
+        with pytest.raises(ConfigError, match=r"1 rows hold values other than 0/1 \(from -1 to -1\)"):
+            bootstrap(flagged, TableId(db, "bo"))
+        cur.execute("DELETE FROM bo WHERE id = 3")
+        conn.commit()
+        bootstrap(flagged, TableId(db, "bo"))
+        cur.execute("SET SESSION sql_log_bin = 1")
+        cur.execute("INSERT INTO bo VALUES (4, 1), (5, 2)")
+        conn.commit()
+    finally:
+        conn.close()
+    connectors.wait_captured(flagged, timeout=300)
+    Ingestor(flagged, lake.open_catalog(flagged)).drain(tables=[TableId(db, "bo")])
+    merge_table(spark, flagged.catalog.name, db, "bo")
+    assert _rows(flagged, TableId(db, "bo"), ("f",)) == {1: {"f": False}, 2: {"f": True}, 4: {"f": True}}
+    topic = CaptureRules(flagged.connect.topic_prefix).topic(TableId(db, "bo"))
+    dead = [r for r in dlq.rows(lake.open_catalog(flagged)) if r["topic"] == topic]
+    assert len(dead) == 1
+    assert "holds 2, not 0 or 1" in str(dead[0]["message"])
