@@ -32,6 +32,7 @@ from cdc.ingest import dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw
 from cdc.ingest.capture import CaptureRules, without_columns
 from cdc.ingest.commit import landed_state
+from cdc.ingest.ddl import DdlHistory
 from cdc.ingest.landing import REBUILD, Lander, Outcome
 from cdc.ingest.watermarks import admin_client, topic_ids
 from cdc.lake import catalog as lake, state
@@ -84,7 +85,7 @@ class Ingestor:
         self.policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
         self.rules = retrying("read the capture rules", self.policy, lambda: CaptureRules.from_settings(settings, catalog))
         self._booleans: Callable[[TableId], Collection[str]] = lambda t: settings.table_settings(t.db, t.table).booleans
-        self.lander = Lander(settings, catalog, self.policy)
+        self.lander = Lander(settings, catalog, self.policy, DdlHistory(settings))
         self.report = IngestReport()
         self._batch = Batch()
         self._held: set[Part] = set()  # partitions of halted tables: paused, nothing of them landed
