@@ -10,6 +10,7 @@ apply twice. The new content replaces the base in one commit.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -23,7 +24,16 @@ except ImportError:  # pragma: no cover
     import multiset_sql as m  # type: ignore[no-redef,import-not-found]
     from merge import MergeResult, _current_snapshot, _merged_upto  # type: ignore[no-redef,import-not-found]
 from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
-from cdc.lake.contract import BOOTSTRAP_POSITION, CHANGELOG_SUFFIX, MERGED_UPTO, SEQ, SOURCE_TS, SOURCE_VIEW
+from cdc.lake.contract import (
+    BOOTSTRAP_POSITION,
+    CHANGELOG_SUFFIX,
+    COLUMN_DEFAULTS,
+    FROZEN_COLUMNS,
+    MERGED_UPTO,
+    SEQ,
+    SOURCE_TS,
+    SOURCE_VIEW,
+)
 
 log = logging.getLogger("spark_jobs.multiset")
 
@@ -51,6 +61,19 @@ def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     return int(recorded) if recorded is not None else bootstrap_seq(str(position))
 
 
+def _plan(spark: SparkSession, base: tuple[str, str, str], columns: tuple[str, ...]) -> m.MultisetPlan:
+    """The fold's plan, with the schema-change bookkeeping the landing left on the base table."""
+    props = {str(r[0]): str(r[1]) for r in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*base)}").collect()}
+    defaults = json.loads(props[COLUMN_DEFAULTS]) if props.get(COLUMN_DEFAULTS) else {}
+    frozen = json.loads(props[FROZEN_COLUMNS]) if props.get(FROZEN_COLUMNS) else {}
+    return m.MultisetPlan(
+        base, SOURCE_VIEW, columns,
+        defaults=tuple(q.Default(c, int(d["below"]), q.default_literal(str(d["type"]), str(d["text"])))
+                       for c, d in sorted(defaults.items()) if c in columns),
+        frozen=tuple(c for c in sorted(frozen) if c in columns),
+    )
+
+
 def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> MergeResult:
     """Fold the new changelog snapshots of a keyless table into its base; a no-op when there is nothing new."""
     started = time.monotonic()
@@ -65,8 +88,9 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> Me
     else:
         changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    columns = tuple(f.name for f in spark.table(q.qualified(*base)).schema.fields if f.name not in (SEQ, SOURCE_TS))
-    plan = m.MultisetPlan(base, SOURCE_VIEW, columns)
+    order = [f.name for f in spark.table(q.qualified(*base)).schema.fields]
+    columns = tuple(n for n in order if n not in (SEQ, SOURCE_TS))
+    plan = _plan(spark, base, columns)
     props = [f"spark.sql.iceberg.snapshot-property.{p}" for p in (MERGED_UPTO, m.APPLIED_SEQ)]
     try:
         if int(spark.sql(m.partitions_sql(SOURCE_VIEW)).collect()[0][0]) > 1:
@@ -86,7 +110,7 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> Me
         spark.conf.set(props[0], str(upto))
         if now_applied is not None:
             spark.conf.set(props[1], str(now_applied))
-        spark.sql(m.overwrite_sql(plan, FOLD_VIEW))
+        spark.sql(m.overwrite_sql(plan, FOLD_VIEW, order))
         if _merged_upto(spark, base) != upto:  # nothing to write, so no snapshot: record progress with an empty commit
             spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
     finally:

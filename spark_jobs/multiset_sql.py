@@ -21,12 +21,13 @@ each distinct row keeps its count minus the slice's removals of it (the newest c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 try:  # as a package (cdc merge) or as a file (spark-submit)
-    from spark_jobs.merge_sql import IdentifierError, qualified, quote
+    from spark_jobs.merge_sql import Default, IdentifierError, qualified, quote
 except ImportError:  # pragma: no cover
-    from merge_sql import IdentifierError, qualified, quote  # type: ignore[no-redef]
+    from merge_sql import Default, IdentifierError, qualified, quote  # type: ignore[no-redef]
 from cdc.lake.contract import KAFKA_OFFSET, KAFKA_PARTITION, OP, RANK, SEQ, SOURCE_TS
 
 APPLIED_SEQ = "cdc.multiset-applied-seq"  # base commit summary: the newest `_seq` the fold has applied
@@ -42,12 +43,30 @@ class MultisetPlan:
     target: tuple[str, str, str]  # catalog, namespace, table
     source_view: str  # the changelog slice
     columns: tuple[str, ...]  # source columns of the base table, without _seq/_source_ts
+    defaults: tuple[Default, ...] = ()  # added columns: rows older than the ADD read the default
+    frozen: tuple[str, ...] = ()  # columns dropped at the source and kept: they no longer tell rows apart
 
     def __post_init__(self) -> None:
-        if not self.columns:
+        if not [c for c in self.columns if c not in self.frozen]:
             raise IdentifierError("a multiset fold needs at least one column")
         for name in (*self.target, self.source_view, *self.columns):
             quote(name)
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The columns whose values tell rows apart (every column the source still has)."""
+        return tuple(c for c in self.columns if c not in self.frozen)
+
+
+def _image(plan: MultisetPlan) -> str:
+    """A row's columns as the source has them now: a row older than an added column reads its default."""
+    defaults = {d.column: d for d in plan.defaults}
+    exprs = []
+    for c in plan.columns:
+        d = defaults.get(c)
+        exprs.append(quote(c) if d is None else
+                     f"CASE WHEN {quote(SEQ)} < {int(d.below)} THEN {d.literal} ELSE {quote(c)} END AS {quote(c)}")
+    return ", ".join(exprs)
 
 
 def slice_sql(plan: MultisetPlan, applied: int | None, truncated: int | None) -> str:
@@ -65,14 +84,17 @@ def slice_sql(plan: MultisetPlan, applied: int | None, truncated: int | None) ->
 
 def fold_sql(plan: MultisetPlan, keep_base: bool, slice_view: str = SLICE_VIEW) -> str:
     """The whole new content of the base table: base rows (unless a truncate emptied it) and the slice's
-    additions, each distinct row keeping its count minus the slice's removals of it, newest copies first."""
-    cols = ", ".join(quote(c) for c in plan.columns)
+    additions, each distinct row keeping its count minus the slice's removals of it, newest copies first.
+    Rows are told apart by every column the source still has, NULLs equal; a frozen column keeps its value."""
+    image = _image(plan)
     meta = f"{quote(SEQ)}, {quote(SOURCE_TS)}"
-    by = ", ".join(f"r.{quote(c)}" for c in plan.columns)
-    null_safe = " AND ".join(f"r.{quote(c)} <=> d.{quote(c)}" for c in plan.columns)
-    base = f"SELECT {cols}, {meta} FROM {qualified(*plan.target)} UNION ALL " if keep_base else ""
-    rows = f"{base}SELECT {cols}, {meta} FROM {quote(slice_view)} WHERE {quote(OP)} <> 'd'"
-    removed = f"SELECT {cols}, COUNT(*) AS {quote(_COUNT)} FROM {quote(slice_view)} WHERE {quote(OP)} = 'd' GROUP BY {cols}"
+    ident = ", ".join(quote(c) for c in plan.identity)
+    by = ", ".join(f"r.{quote(c)}" for c in plan.identity)
+    null_safe = " AND ".join(f"r.{quote(c)} <=> d.{quote(c)}" for c in plan.identity)
+    base = f"SELECT {image}, {meta} FROM {qualified(*plan.target)} UNION ALL " if keep_base else ""
+    rows = f"{base}SELECT {image}, {meta} FROM {quote(slice_view)} WHERE {quote(OP)} <> 'd'"
+    removed = (f"SELECT {ident}, COUNT(*) AS {quote(_COUNT)} FROM (SELECT {image}, {meta} FROM {quote(slice_view)} "
+               f"WHERE {quote(OP)} = 'd') GROUP BY {ident}")
     select = ", ".join(f"r.{quote(c)}" for c in (*plan.columns, SEQ, SOURCE_TS))
     return (
         f"SELECT {', '.join(quote(c) for c in (*plan.columns, SEQ, SOURCE_TS))} FROM (\n"
@@ -83,9 +105,12 @@ def fold_sql(plan: MultisetPlan, keep_base: bool, slice_view: str = SLICE_VIEW) 
     )
 
 
-def overwrite_sql(plan: MultisetPlan, fold_view: str) -> str:
-    """Replace the unpartitioned base table's content in one commit."""
-    return f"INSERT OVERWRITE {qualified(*plan.target)} SELECT * FROM {quote(fold_view)}"
+def overwrite_sql(plan: MultisetPlan, fold_view: str, table_order: Sequence[str]) -> str:
+    """Replace the unpartitioned base table's content in one commit (columns in the table's own order:
+    an added column sits after `_seq` and `_source_ts`)."""
+    if sorted(table_order) != sorted((*plan.columns, SEQ, SOURCE_TS)):
+        raise IdentifierError(f"the table's columns {list(table_order)} are not the fold's")
+    return f"INSERT OVERWRITE {qualified(*plan.target)} SELECT {', '.join(quote(c) for c in table_order)} FROM {quote(fold_view)}"
 
 
 def truncate_seq_sql(source_view: str) -> str:

@@ -14,7 +14,7 @@ from cdc.events.position import STREAM, BinlogPosition
 from cdc.lake.writer import to_arrow
 from cdc.verify import compare_multiset
 from spark_jobs import multiset_sql as m
-from spark_jobs.merge_sql import IdentifierError
+from spark_jobs.merge_sql import Default, IdentifierError
 from spark_jobs.multiset import bootstrap_seq
 from tests.debezium_messages import COORDS, ID, field, payload, value
 
@@ -83,7 +83,10 @@ def test_the_fold_removes_one_identical_row_per_delete_nulls_equal() -> None:
     assert "PARTITION BY r.`a`, r.`b``x` ORDER BY r.`_seq` DESC" in sql
     assert sql.endswith("WHERE `_cdc_rank` <= `_cdc_count` - `_cdc_removed`")
     assert "`lake`.`db`.`t`" not in m.fold_sql(PLAN, keep_base=False)  # a truncate emptied the base
-    assert m.overwrite_sql(PLAN, "_f") == "INSERT OVERWRITE `lake`.`db`.`t` SELECT * FROM `_f`"
+    order = ["a", "_seq", "_source_ts", "b`x"]  # a column added later sits after the metadata columns
+    assert m.overwrite_sql(PLAN, "_f", order) == "INSERT OVERWRITE `lake`.`db`.`t` SELECT `a`, `_seq`, `_source_ts`, `b``x` FROM `_f`"
+    with pytest.raises(IdentifierError):
+        m.overwrite_sql(PLAN, "_f", ["a", "_seq", "_source_ts"])
 
 
 def test_identifiers_are_validated() -> None:
@@ -104,3 +107,16 @@ def test_compare_multiset_counts_identical_rows() -> None:
     one_short = compare_multiset("t", [("1", None), ("1", None)], [("1", None), ("3", "y")])
     assert not one_short.equal
     assert (one_short.missing_in_lake, one_short.extra_in_lake) == ([("1", None)], [("3", "y")])
+
+
+def test_the_fold_gives_rows_older_than_an_added_column_its_default_and_ignores_frozen_columns() -> None:
+    plan = m.MultisetPlan(("lake", "db", "t"), "_cdc_changes", ("a", "n", "gone"),
+                          defaults=(Default("n", 500, "CAST(5 AS INT)"),), frozen=("gone",))
+    sql = m.fold_sql(plan, keep_base=True)
+    image = "`a`, CASE WHEN `_seq` < 500 THEN CAST(5 AS INT) ELSE `n` END AS `n`, `gone`"
+    assert f"SELECT {image}, `_seq`, `_source_ts` FROM `lake`.`db`.`t` UNION ALL" in sql  # base rows
+    assert f"(SELECT {image}, `_seq`, `_source_ts` FROM `_cdc_multiset_slice` WHERE `_op` = 'd') GROUP BY `a`, `n`" in sql
+    assert "PARTITION BY r.`a`, r.`n` ORDER BY" in sql  # a frozen column no longer tells rows apart
+    assert "d.`gone`" not in sql
+    with pytest.raises(IdentifierError):
+        m.MultisetPlan(("lake", "db", "t"), "_cdc_changes", ("gone",), frozen=("gone",))
