@@ -100,7 +100,7 @@ def test_stack_status_json(home: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def _comparison(table: str, equal: bool) -> Any:
     return SimpleNamespace(table=table, source_rows=3, lake_rows=3 if equal else 2, missing_in_lake=[] if equal else [(7,)],
-                           extra_in_lake=[], different=[], duplicate_keys=0, equal=equal)
+                           extra_in_lake=[], different=[], duplicate_keys=0, columns_differ=[], equal=equal)
 
 
 def test_check_json_and_text(orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
