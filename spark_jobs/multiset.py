@@ -23,9 +23,8 @@ except ImportError:  # pragma: no cover
     import merge_sql as q  # type: ignore[no-redef]
     import multiset_sql as m  # type: ignore[no-redef,import-not-found]
     from merge import MergeResult, _current_snapshot, _merged_upto  # type: ignore[no-redef,import-not-found]
-from cdc.events.position import _ROW_SPAN, STREAM, BinlogPosition, binlog_file_index
 from cdc.lake.contract import (
-    BOOTSTRAP_POSITION,
+    BOOTSTRAP_SEQ,
     CHANGELOG_SUFFIX,
     COLUMN_DEFAULTS,
     FROZEN_COLUMNS,
@@ -40,16 +39,10 @@ log = logging.getLogger("spark_jobs.multiset")
 FOLD_VIEW = "_cdc_multiset_fold"
 
 
-def bootstrap_seq(position: str) -> int:
-    """Pure: the `_seq` of a bootstrap's rows from its `file:position` (just below the first change after it)."""
-    file_name, _, pos = position.rpartition(":")
-    return BinlogPosition(STREAM, binlog_file_index(file_name), int(pos) - 1, _ROW_SPAN - 1).pack()
-
-
 def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     """The newest source position the base holds: recorded by the last fold, or the last bootstrap's."""
     snaps, hist = q.qualified(*base, "snapshots"), q.qualified(*base, "history")
-    applied, boot = q._literal(m.APPLIED_SEQ), q._literal(BOOTSTRAP_POSITION)
+    applied, boot = q._literal(m.APPLIED_SEQ), q._literal(BOOTSTRAP_SEQ)
     rows = spark.sql(
         f"SELECT s.summary[{applied}], s.summary[{boot}] FROM {snaps} s JOIN {hist} h ON s.snapshot_id = h.snapshot_id "
         f"WHERE h.is_current_ancestor AND (s.summary[{applied}] IS NOT NULL OR s.summary[{boot}] IS NOT NULL) "
@@ -58,7 +51,7 @@ def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     if not rows:
         return None
     recorded, position = rows[0][0], rows[0][1]
-    return int(recorded) if recorded is not None else bootstrap_seq(str(position))
+    return int(recorded) if recorded is not None else int(position)
 
 
 def _plan(spark: SparkSession, base: tuple[str, str, str], columns: tuple[str, ...]) -> m.MultisetPlan:

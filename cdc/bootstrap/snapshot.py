@@ -20,7 +20,7 @@ import resource
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,6 +29,8 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 
+from cdc.bootstrap.keys import check_declared_key, primary_key, resolve_key
+from cdc.bootstrap.reshape import reshape
 from cdc.bootstrap.source_schema import (
     COLUMNS_QUERY,
     SourceColumn,
@@ -48,7 +50,7 @@ from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import anchor_bootstrap, unbucketable_key
 from cdc.ingest.watermarks import topic_ids, watermarks
 from cdc.lake import catalog as lake
-from cdc.lake.contract import BOOTSTRAP_POSITION, reserved_name
+from cdc.lake.contract import BOOTSTRAP_POSITION, BOOTSTRAP_SEQ, SEQ, SOURCE_TS, reserved_name
 from cdc.retry import RetryPolicy, retrying
 from cdc.source import connect, quote_ident
 
@@ -76,20 +78,12 @@ class BootstrapReport:
 # ---- checks before starting ------------------------------------------------------------------
 
 
-def _source_columns(cur: Any, table: TableId) -> tuple[list[SourceColumn], list[str]]:
+def _source_columns(cur: Any, table: TableId, declared: Sequence[str] | None = None) -> tuple[list[SourceColumn], list[str]]:
     cur.execute(COLUMNS_QUERY, (table.db, table.table))
     columns = [source_column(row) for row in cur.fetchall()]
     if not columns:
         raise ConfigError(f"source table {table} does not exist")
-    cur.execute(
-        "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-        "AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-        (table.db, table.table),
-    )
-    key = [str(r[0]) for r in cur.fetchall()]
-    if not key:
-        raise ConfigError(f"{table} has no primary key: the lake needs a key to apply updates and deletes")
-    return columns, key
+    return columns, resolve_key(table, [c.name for c in columns], primary_key(cur, table), declared)
 
 
 def check_binlog(variables: dict[str, str], rows_estimate: int) -> None:
@@ -111,10 +105,11 @@ def check_binlog(variables: dict[str, str], rows_estimate: int) -> None:
 
 def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: bool) -> tuple[list[SourceColumn], list[str]]:
     """Every check that refuses with exit code 2, before anything is written."""
+    declared = settings.table_settings(table.db, table.table).key
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        columns, key = _source_columns(cur, table)
+        columns, key = _source_columns(cur, table, declared)
         columns = value_checks(cur, table, columns, key, settings.table_settings(table.db, table.table).booleans)
         cur.execute("SHOW GLOBAL VARIABLES WHERE Variable_name IN "
                     "('log_bin', 'binlog_format', 'expire_logs_days', 'binlog_expire_logs_seconds')")
@@ -123,6 +118,7 @@ def preflight(settings: Settings, catalog: Catalog, table: TableId, rebuild: boo
                     (table.db, table.table))
         row = cur.fetchone()
         check_binlog(variables, int(row[0] or 0) if row else 0)
+        check_declared_key(settings, cur, table, columns, key)  # again in the snapshot; here before anything is written
     finally:
         conn.close()
     reason = unsupported_name(table)
@@ -259,6 +255,8 @@ def chunk_query(table: TableId, columns: Sequence[SourceColumn], key: Sequence[s
             extra.append(expr)
     select = ", ".join([select_expr(c) for c in columns] + extra)
     source = f"{quote_ident(table.db)}.{quote_ident(table.table)}"
+    if not key_columns:  # nothing to page by: one pass (`read_chunks` streams it)
+        return ChunkQuery(f"SELECT {select} FROM {source}", "", len(columns), ())  # noqa: S608 - quoted identifiers
     order = ", ".join(quote_ident(c.name) for c in key_columns)
     after = f"({', '.join(compared)}) > ({', '.join(['%s'] * len(key_columns))})"
     tail = f" ORDER BY {order} LIMIT {int(limit)}"
@@ -268,6 +266,31 @@ def chunk_query(table: TableId, columns: Sequence[SourceColumn], key: Sequence[s
         width=len(columns),
         positions=tuple(positions),
     )
+
+
+def read_chunks(cur: Any, query: ChunkQuery, limit: int) -> Iterator[list[tuple[Any, ...]]]:
+    """The table's rows in chunks of at most `limit`, in the caller's transaction.
+
+    Keyed: one SELECT per chunk, after the previous chunk's last key. Without a key there is nothing to
+    page by: one SELECT whose rows the unbuffered cursor hands over `limit` at a time as they arrive from
+    the server, so memory stays bounded (the connection is busy with it until the last row is read).
+    """
+    if not query.positions:
+        cur.execute(query.first)
+        while rows := cur.fetchmany(limit):
+            yield rows
+        return
+    last: tuple[Any, ...] | None = None
+    while True:
+        if last is None:
+            cur.execute(query.first)
+        else:
+            cur.execute(query.next, last)
+        rows = cur.fetchall()
+        if not rows:
+            return
+        yield rows
+        last = tuple(rows[-1][i] for i in query.positions)
 
 
 def bootstrap(
@@ -302,15 +325,6 @@ def bootstrap(
     rules = CaptureRules.from_settings(settings)
     anchor = _shared_topic_floor(settings, catalog, rules, table,
                                  {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()})
-    base = catalog.load_table(lake.base_name(table))
-    arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in base.schema().as_arrow()])
-    lake_names = [f.name for f in base.schema().fields]
-    missing = [c.name for c in columns if c.name not in lake_names]
-    if missing:
-        raise ConfigError(f"{table}: source columns {missing} are not in the lake table; rebuild after the schema flows in")
-    if base.current_snapshot() is None:
-        base.append(arrow_schema.empty_table())  # a branch needs a table with a first snapshot
-        base = catalog.load_table(lake.base_name(table))
     converters = [_converter(c.type, src) for c, src in zip(schema.columns, columns, strict=True)]
     query = chunk_query(table, columns, key, chunk_rows)
     branch = f"cdc-bootstrap-{uuid.uuid4().hex[:12]}"
@@ -325,30 +339,25 @@ def bootstrap(
         binlog_file, position = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
         # just below the first event after the snapshot: later changes are newer, earlier ones older
         seq = Decimal(BinlogPosition(STREAM, binlog_file_index(binlog_file), position - 1, _ROW_SPAN - 1).pack())
+        # the lake takes the source's schema and key as this snapshot reads them, by name
+        reshape(catalog, table, schema, settings.buckets_for(table.db, table.table), int(seq))
+        base, arrow_schema = _target(catalog, table, columns)
         cur.execute(f"SELECT COUNT(*) FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608
         total = int(cur.fetchone()[0])
+        check_declared_key(settings, cur, table, columns, key)  # as this snapshot reads the table
         log.info("bootstrapping %s: %d rows at %s:%d", table, total, binlog_file, position)
-        properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}"}
+        properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}", BOOTSTRAP_SEQ: str(seq)}
         if landed_before is not None:
             properties[lake.MERGED_UPTO] = str(landed_before.snapshot_id)
         source_ts = dt.datetime.now(dt.UTC)
-        last: tuple[Any, ...] | None = None
-        while True:
-            if last is None:
-                cur.execute(query.first)
-            else:
-                cur.execute(query.next, last)
-            rows = cur.fetchall()
-            if not rows:
-                break
+        for rows in read_chunks(cur, query, chunk_rows):
             values = list(zip(*rows, strict=True))[: query.width]
-            data = [[None if v is None else conv(v) for v in col] for col, conv in zip(values, converters, strict=True)]
-            data.append([seq] * len(rows))
-            data.append([source_ts] * len(rows))
-            arrow = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(data, arrow_schema, strict=True)],
-                                         schema=arrow_schema)
+            data = {c.name: [None if v is None else conv(v) for v in col]
+                    for c, col, conv in zip(columns, values, converters, strict=True)}
+            data[SEQ] = [seq] * len(rows)
+            data[SOURCE_TS] = [source_ts] * len(rows)
+            arrow = pa.Table.from_arrays([pa.array(data[f.name], type=f.type) for f in arrow_schema], schema=arrow_schema)
             base.append(arrow, snapshot_properties=properties, branch=branch)
-            last = tuple(rows[-1][i] for i in query.positions)
             rows_done += len(rows)
             chunks += 1
             if on_progress is not None:
@@ -363,6 +372,22 @@ def bootstrap(
     anchor_bootstrap(catalog, rules, table, anchor, high_now, topic_ids(settings, [topic]).get(topic), policy)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
+
+
+def _target(catalog: Catalog, table: TableId, columns: Sequence[SourceColumn]) -> tuple[Any, pa.Schema]:
+    """The base table and the Arrow schema the snapshot's rows are written in (by column name)."""
+    base = catalog.load_table(lake.base_name(table))
+    arrow_schema = pa.schema([pa.field(f.name, f.type, nullable=True) for f in base.schema().as_arrow()])
+    names = set(arrow_schema.names)
+    missing = [c.name for c in columns if c.name not in names]
+    extra = [n for n in names if n not in {c.name for c in columns} and n not in (SEQ, SOURCE_TS)]
+    if missing or extra:
+        raise ConfigError(f"{table}: the lake table's columns differ from the source's (missing {missing}, not at the source "
+                          f"{extra}): rebuild it with `cdc bootstrap {table} --rebuild`")
+    if base.current_snapshot() is None:
+        base.append(arrow_schema.empty_table())  # a branch needs a table with a first snapshot
+        base = catalog.load_table(lake.base_name(table))
+    return base, arrow_schema
 
 
 def _shared_topic_floor(settings: Settings, catalog: Catalog, rules: CaptureRules, table: TableId,

@@ -60,6 +60,7 @@ OFFSETS = "cdc.kafka-offsets"  # next Kafka offset per topic and partition (chan
 TOPIC_IDS = "cdc.kafka-topic-ids"  # the Kafka topic id each recorded topic had (a recreated topic has a new one)
 MERGED_UPTO = "cdc.merged-changelog-snapshot"  # the changelog snapshot a base commit folded in
 BOOTSTRAP_POSITION = "cdc.bootstrap-position"  # binlog file:position of a bootstrap snapshot
+BOOTSTRAP_SEQ = "cdc.bootstrap-seq"  # the `_seq` its rows carry (just below the first change after it)
 
 # ---- namespace properties
 CAPTURE = "cdc.capture"  # "true": the database was added to capture by `cdc bootstrap`

@@ -10,12 +10,10 @@ import pytest
 
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, Op
-from cdc.events.position import STREAM, BinlogPosition
 from cdc.lake.writer import to_arrow
 from cdc.verify import compare_multiset
 from spark_jobs import multiset_sql as m
 from spark_jobs.merge_sql import Default, IdentifierError
-from spark_jobs.multiset import bootstrap_seq
 from tests.debezium_messages import COORDS, ID, field, payload, value
 
 FIELDS = [ID, field("v", "string")]
@@ -94,10 +92,6 @@ def test_identifiers_are_validated() -> None:
         m.MultisetPlan(("lake", "db", "t"), "_cdc_changes", ("bad\x00",))
     with pytest.raises(IdentifierError):
         m.MultisetPlan(("lake", "db", "t"), "_cdc_changes", ())
-
-
-def test_the_bootstrap_position_as_the_seq_of_its_rows() -> None:
-    assert bootstrap_seq("mysql-bin.000042:1234") == BinlogPosition(STREAM, 42, 1233, 10**12 - 1).pack()
 
 
 def test_compare_multiset_counts_identical_rows() -> None:
