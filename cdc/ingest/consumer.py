@@ -236,6 +236,7 @@ class Ingestor:
         finally:
             _restore_signal_handlers(previous)
             self.consumer.close()
+            self.lander.close()
         return self.report
 
     def drain(self, timeout: float = 600.0, tables: Collection[TableId] | None = None) -> IngestReport:
@@ -261,6 +262,7 @@ class Ingestor:
                 log.info("draining %s[%d] from offset %d to %d", part[0], part[1], start, high)
         if not assignment:
             self.consumer.close()
+            self.lander.close()
             return self.report
         self._assigned = set(ends)
         self.consumer.assign(assignment)
@@ -277,6 +279,7 @@ class Ingestor:
         finally:
             _restore_signal_handlers(previous)
             self.consumer.close()
+            self.lander.close()
         return self.report
 
     def _position(self, part: Part) -> int:

@@ -98,6 +98,10 @@ def _specs(sql: str) -> list[list[tuple[str, str]]]:
     i += 1
     if i + 1 < len(toks) and toks[i] == ("op", "."):
         i += 2
+    if i < len(toks) and toks[i][1].upper() == "NOWAIT":
+        i += 1
+    elif i + 1 < len(toks) and toks[i][1].upper() == "WAIT":
+        i += 2
     specs: list[list[tuple[str, str]]] = [[]]
     depth = 0
     for kind, text in toks[i:]:
@@ -124,6 +128,27 @@ class Alter:
     renames: tuple[tuple[str, str], ...] = ()
     added: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    volatile: tuple[str, ...] = ()  # added with a DEFAULT that is not a constant (CURRENT_TIMESTAMP, an expression)
+    redefined: tuple[str, ...] = ()  # MODIFY, CHANGE to the same name, ALTER COLUMN ... SET/DROP DEFAULT
+
+
+_NUMBER = re.compile(r"\d+(\.\d*)?([eE]\d+)?")
+
+
+def _constant_default(definition: list[tuple[str, str]]) -> bool:
+    """Pure: whether a column definition's DEFAULT (if any) is a constant: a string, a number, NULL, TRUE/FALSE."""
+    words = [t.upper() if k == "word" else t for k, t in definition]
+    if "DEFAULT" not in words:
+        return True
+    after = definition[words.index("DEFAULT") + 1:]
+    if after and after[0] == ("op", "-"):
+        after = after[1:]
+    if not after:
+        return False
+    kind, text = after[0]
+    if kind == "str" or (kind == "word" and (text.upper() in ("NULL", "TRUE", "FALSE") or _NUMBER.fullmatch(text))):
+        return True
+    return kind == "word" and text.lower() in ("b", "x", "_binary", "_utf8mb4", "_latin1") and len(after) > 1 and after[1][0] == "str"
 
 
 _NOT_COLUMNS = frozenset({"INDEX", "KEY", "CONSTRAINT", "PRIMARY", "UNIQUE", "FULLTEXT", "SPATIAL", "FOREIGN", "PERIOD",
@@ -142,6 +167,8 @@ def parse_alter(sql: str) -> Alter:
     renames: list[tuple[str, str]] = []
     added: list[str] = []
     dropped: list[str] = []
+    volatile: list[str] = []
+    redefined: list[str] = []
     for spec in _specs(sql):
         head = spec[0][1].upper() if spec[0][0] == "word" else ""
         rest = spec[1:]
@@ -157,6 +184,16 @@ def parse_alter(sql: str) -> Alter:
                 old, new = _name(rest[0]), _name(rest[1])
                 if old and new and old != new:
                     renames.append((old, new))
+                elif old:
+                    redefined.append(old)
+        elif head == "MODIFY":
+            rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "EXISTS"))
+            if rest and _name(rest[0]):
+                redefined.append(rest[0][1])
+        elif head == "ALTER":
+            rest = _skip_if(rest, ("COLUMN",))
+            if rest and _name(rest[0]):
+                redefined.append(rest[0][1])
         elif head == "ADD" and rest and not (rest[0][0] == "word" and rest[0][1].upper() in _NOT_COLUMNS):
             rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "NOT", "EXISTS"))
             if rest and rest[0][0] == "(":  # ADD COLUMN (a INT, b INT): each definition starts after ( or ,
@@ -174,13 +211,17 @@ def parse_alter(sql: str) -> Alter:
                     elif expect and depth == 1 and _name((kind, text)):
                         added.append(text)
                     expect = False
+                if not _constant_default(rest):
+                    volatile.extend(added)  # one of the list's DEFAULTs is not a constant: all are suspect
             elif rest and _name(rest[0]):
                 added.append(rest[0][1])
+                if not _constant_default(rest[1:]):
+                    volatile.append(rest[0][1])
         elif head == "DROP" and rest and not (rest[0][0] == "word" and rest[0][1].upper() in _NOT_COLUMNS):
             rest = _skip_if(_skip_if(rest, ("COLUMN",)), ("IF", "EXISTS"))
             if rest and _name(rest[0]):
                 dropped.append(rest[0][1])
-    return Alter(tuple(renames), tuple(added), tuple(dropped))
+    return Alter(tuple(renames), tuple(added), tuple(dropped), tuple(volatile), tuple(redefined))
 
 
 def parse_renames(sql: str) -> list[tuple[str, str]]:
@@ -230,12 +271,24 @@ class DdlHistory:
         self.topic = settings.connect.topic_prefix
         self._next: dict[int, int] = {}
         self._changes: dict[TableId, list[SchemaChange]] = {}
+        self._consumer: Consumer | None = None
+
+    def _client(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = Consumer({**self.settings.kafka.client_config(), "group.id": f"cdc-ddl-{uuid.uuid4().hex[:8]}",
+                                       "enable.auto.commit": False, "allow.auto.create.topics": False,
+                                       "logger": logging.getLogger("cdc.librdkafka")})
+        return self._consumer
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
 
     def refresh(self) -> None:
-        consumer = Consumer({**self.settings.kafka.client_config(), "group.id": f"cdc-ddl-{uuid.uuid4().hex[:8]}",
-                             "enable.auto.commit": False, "allow.auto.create.topics": False,
-                             "logger": logging.getLogger("cdc.librdkafka")})
+        """Read what was added to the topic since the last read (one long-lived client, no consumer group)."""
         try:
+            consumer = self._client()
             meta = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             if meta is None or meta.error is not None:
                 return
@@ -257,13 +310,15 @@ class DdlHistory:
                         self._changes.setdefault(change.table, []).append(change)
                     if o + 1 >= todo.get(p, 0):
                         todo.pop(p, None)
+            consumer.unassign()
         except Exception as exc:  # noqa: BLE001 - librdkafka raises KafkaException and RuntimeError alike
+            self.close()
             raise ServiceError(f"cannot read the schema-change topic {self.topic}: {exc}") from exc
-        finally:
-            consumer.close()
 
-    def changes(self, table: TableId, after: int, upto: int) -> list[SchemaChange]:
-        """The table's ALTERs with `after < seq <= upto`, in source order (read up to the topic's end first)."""
-        self.refresh()
+    def changes(self, table: TableId, after: int, upto: int, refresh: bool = True) -> list[SchemaChange]:
+        """The table's ALTERs with `after < seq <= upto`, in source order (read up to the topic's end first,
+        unless `refresh` is off: the caller read it for this batch already)."""
+        if refresh:
+            self.refresh()
         found = [c for c in self._changes.get(table, []) if after < c.seq <= upto]
         return sorted(found, key=lambda c: c.seq)

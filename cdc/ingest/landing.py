@@ -14,6 +14,7 @@ No Kafka client here: `cdc dlq replay` lands through the same code.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime as dt
 import json
@@ -117,8 +118,14 @@ class Lander:
                  ddl_history: ddl.DdlHistory | None = None) -> None:
         self.settings, self.catalog = settings, catalog
         self.ddl = ddl_history
+        self._ddl_read = False
         self.policy = policy or RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
-        self._evolved: set[tuple[TableId, TableSchema]] = set()
+        # schemas known to match the lake, with the changelog's schema id they were checked against
+        self._evolved: set[tuple[TableId, TableSchema, int]] = set()
+
+    def close(self) -> None:
+        if self.ddl is not None:
+            self.ddl.close()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         return retrying(what, self.policy, fn)
@@ -131,6 +138,7 @@ class Lander:
         ids = topic_ids or {}
         failures = list(batch.failures)
         already = self._call("read table states", lambda: state.halted_tables(self.catalog))
+        self._ddl_read = False  # the DDL history is read once per batch, when a table needs it
         prepared: list[Prepared] = []
         for table, changes in sorted(batch.tables.items(), key=lambda kv: (kv[0].db, kv[0].table)):
             if table in already:  # halted earlier (or by another consumer meanwhile)
@@ -253,12 +261,24 @@ class Lander:
                 raise TableCannotLand(
                     f"{topic} partitions {lost} no longer start at offset 0 and {table} recorded nothing for them: "
                     "changes may have been deleted by retention before they were landed", REBUILD.format(table=table))
-        firsts: dict[TableSchema, int] = {}
-        for e in events:
-            firsts[e.schema] = min(e.seq, firsts.get(e.schema, e.seq))
-        for schema, first in sorted(firsts.items(), key=lambda kv: kv[1]):  # in source order
+        for schema, first in self._segments(table, changelog, events):  # in source order
             changelog = self._evolve(table, changelog, schema, first)
         return self._rows(table, topic, changelog, changes, failures)
+
+    def _segments(self, table: TableId, changelog: Table, events: list[ChangeEvent]) -> list[tuple[TableSchema, int]]:
+        """The batch's runs of one schema between two ALTERs of the table, as (schema, first position), in
+        source order: each is evolved to before its rows are written (older runs are translated)."""
+        schema_seq = int(changelog.properties.get(evolution.SCHEMA_SEQ, "0") or 0)
+        ordered = sorted(events, key=lambda e: e.seq)
+        alters = [c.seq for c in self._alters(table, schema_seq, ordered[-1].seq)] if ordered else []
+        out: list[tuple[TableSchema, int]] = []
+        last: tuple[TableSchema, int] | None = None
+        for e in ordered:
+            mark = (e.schema, bisect.bisect_left(alters, e.seq))
+            if mark != last:
+                out.append((e.schema, e.seq))
+                last = mark
+        return out
 
     def _anchor(self, table: TableId, starts: off.Offsets, topic_ids: dict[str, str]) -> None:
         """An empty commit recording where a new table's messages start (so a crash before its first
@@ -274,37 +294,45 @@ class Lander:
 
     def _evolve(self, table: TableId, changelog: Table, source: TableSchema, first_seq: int) -> Table:
         """Bring the lake tables to the schema of events starting at `first_seq` (see `cdc.lake.evolution`):
-        renames (from the DDL history), additions, widenings and drops flow in; anything else halts the table.
+        renames, additions, widenings and drops flow in; anything else halts the table. Runs when the
+        events' schema differs from the lake's or the DDL history shows an ALTER of the table since the
+        lake's schema position (a swap or a DROP and ADD of one name leave the events' schema as it was).
         A schema older than the lake's (replayed or late events) changes nothing: its values are translated."""
-        if (table, source) in self._evolved:
-            return changelog
-        if source.key:
-            _refuse_reserved(table, source)
         schema_seq = int(changelog.properties.get(evolution.SCHEMA_SEQ, "0") or 0)
         if first_seq < schema_seq:
             return changelog
+        alters = self._alters(table, schema_seq, first_seq)
+        cached = (table, source, changelog.metadata.current_schema_id)
+        if not alters and cached in self._evolved:
+            return changelog
+        if source.key:
+            _refuse_reserved(table, source)
         base = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.base_name(table)))
         lake_key = tuple(json.loads(changelog.properties.get(lake.PROP_KEY, "[]")))
-        frozen = list(evolution.Bookkeeping.of(base.properties).frozen)
-        options = self._options(table, frozen)
+        options = self._options(table, list(evolution.Bookkeeping.of(base.properties).frozen))
         try:
             first = evolution.plan(evolution.lake_source_columns(changelog.schema()), lake_key, source, (), **options)
             second = evolution.plan(evolution.lake_source_columns(base.schema()), lake_key, source, (), **options)
         except evolution.Refused as exc:
-            raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}", REBUILD.format(table=table)) from exc
-        if first.empty and second.empty:
-            self._evolved.add((table, source))
+            if not alters:  # with the history, renames may explain it: planned again below
+                raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}",
+                                      REBUILD.format(table=table)) from exc
+            first = second = evolution.Plan()
+        if first.empty and second.empty and not alters:
+            self._evolved.add(cached)
             return changelog
-        at = self._history(table, schema_seq, first_seq, [*first.drops, *first.freezes, *second.drops, *second.freezes],
-                           options["excluded"])
+        at = self._history(table, schema_seq, first_seq, gone=[*first.drops, *first.freezes, *second.drops, *second.freezes],
+                           added=[c.name for c in (*first.adds, *second.adds)], excluded=options["excluded"])
         renames = [(o, n) for o, n, _ in at.renamed]
+        readded, dropped = at.readded, [n for n, _ in at.dropped]
         for ident, kind in ((lake.base_name(table), "base"), (lake.tombstones_name(table), "tombstones"),
                             (lake.changelog_name(table), "changelog")):
             def apply(ident: tuple[str, str] = ident, kind: str = kind) -> str:
                 target = self.catalog.load_table(ident)
                 try:
                     todo = evolution.plan(evolution.lake_source_columns(target.schema()), lake_key, source, renames,
-                                          key_columns_only=kind == "tombstones", **options)
+                                          key_columns_only=kind == "tombstones", readded=readded, dropped=dropped, **options)
+                    at.check(todo)
                 except evolution.Refused as exc:
                     raise TableCannotLand(f"a schema change the lake cannot take in place: {exc.reason}",
                                           REBUILD.format(table=table)) from exc
@@ -316,7 +344,7 @@ class Lander:
                         _apply(tx, todo)
                     if props:
                         tx.set_properties(props)
-                return todo.describe()
+                return todo.describe() or "schema position moved"
 
             try:
                 done = self._call(f"{table}: evolve {'.'.join(ident)}", apply)
@@ -329,7 +357,7 @@ class Lander:
             if done:
                 log.info("%s: %s: %s (at source position %d)", table, ".".join(ident), done, at.schema)
         changelog = self._call(f"{table}: load", lambda: self.catalog.load_table(lake.changelog_name(table)))
-        self._evolved.add((table, source))
+        self._evolved.add((table, source, changelog.metadata.current_schema_id))
         return changelog
 
     def _options(self, table: TableId, frozen: list[str]) -> dict[str, Any]:
@@ -337,31 +365,45 @@ class Lander:
         return {"frozen": frozen, "excluded": sorted(self.settings.excluded_columns(table.db, table.table)),
                 "dropped_columns": ts.dropped_columns, "schema_changes": ts.schema_changes}
 
-    def _history(self, table: TableId, after: int, upto: int, gone: list[str], excluded: list[str]) -> evolution.Positions:
+    def _alters(self, table: TableId, after: int, upto: int) -> list[ddl.SchemaChange]:
+        """The table's ALTERs in (after, upto] from the DDL history as read for this batch (none without one)."""
+        history = self.ddl
+        if history is None:
+            return []
+        refresh = not self._ddl_read
+        self._ddl_read = True
+        return self._call(f"{table}: read the DDL history", lambda: history.changes(table, after, upto, refresh=refresh))
+
+    def _history(self, table: TableId, after: int, upto: int, gone: list[str], added: list[str],
+                 excluded: list[str]) -> evolution.Positions:
         """The renames, additions and drops since the lake's schema and their positions, from the DDL history.
-        A column that disappeared needs a schema-change event to say whether it was renamed or dropped:
-        without one (the topic lags, or it is off) the table halts rather than guess."""
-        deadline = time.monotonic() + (self.ddl_wait_seconds if gone else 0)
+        A column that appeared or disappeared needs a schema-change event to say what happened (renamed,
+        dropped, added): without one (the topic lags, or it is off) the table halts rather than guess."""
+        deadline = time.monotonic() + (self.ddl_wait_seconds if gone or added else 0)
         history = self.ddl
         while True:
             found = self._call(f"{table}: read the DDL history", lambda: history.changes(table, after, upto)) if history else []
             alters = [(c.seq, ddl.parse_alter(c.ddl)) for c in found]
             named = {n.casefold() for _, a in alters for n in (*a.dropped, *(o for o, _ in a.renames))}
+            made = {n.casefold() for _, a in alters for n in (*a.added, *(n for _, n in a.renames))}
             unexplained = [n for n in gone if n not in excluded and n.casefold() not in named]
+            unexplained += [n for n in added if n.casefold() not in made]
             if not unexplained or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)
         if unexplained:
             raise TableCannotLand(
-                f"columns {unexplained} are no longer in the changes of {table} and no schema-change event says whether "
-                "they were renamed or dropped (the connector's schema-change topic must be on: include.schema.changes)",
-                REBUILD.format(table=table))
+                f"columns {sorted(set(unexplained))} appeared in or vanished from the changes of {table} and no schema-change "
+                "event says how (added, renamed, dropped): the connector's schema-change topic must be on "
+                "(include.schema.changes)", REBUILD.format(table=table))
         return evolution.Positions(
             upto,
             renamed=tuple((o, n, seq) for seq, a in alters for o, n in a.renames),
             added=tuple((n, seq) for seq, a in alters for n in a.added),
             dropped=tuple((n, seq) for seq, a in alters for n in a.dropped),
             newest=max((seq for seq, _ in alters), default=None),
+            volatile=tuple((n, seq) for seq, a in alters for n in a.volatile),
+            redefined=tuple((n, seq) for seq, a in alters for n in a.redefined),
         )
 
     def _rows(self, table: TableId, topic: str, changelog: Table, changes: TableChanges,
@@ -424,17 +466,26 @@ def _renamed(event: ChangeEvent, renames: list[list[Any]]) -> ChangeEvent:
 
 
 def _apply(tx: Any, todo: evolution.Plan) -> None:
-    """One plan in one schema update (pyiceberg names fields by their names before the update)."""
-    back = {new: old for old, new in todo.renames}
-    with tx.update_schema() as update:
-        for old, new in todo.renames:
-            update.rename_column(old, new)
-        for column in todo.adds:
-            update.add_column(column.name, lake_schema.iceberg_type(column.type))
-        for name, wider in todo.widens:
-            update.update_column(back.get(name, name), field_type=wider)
-        for name in todo.drops:
-            update.delete_column(name)
+    """One plan in one transaction: renames (through temporary names when they trade names, a swap) and
+    drops first, then additions and widenings under the final names."""
+    current = {f.name for f in tx.table_metadata.schema().fields}
+    trading = any(new in current for _, new in todo.renames)
+    if todo.renames or todo.drops:
+        with tx.update_schema() as update:
+            for i, (old, new) in enumerate(todo.renames):
+                update.rename_column(old, f"_cdc_rename_{i}" if trading else new)
+            for name in todo.drops:
+                update.delete_column(name)
+    if trading:
+        with tx.update_schema() as update:
+            for i, (_, new) in enumerate(todo.renames):
+                update.rename_column(f"_cdc_rename_{i}", new)
+    if todo.adds or todo.widens:
+        with tx.update_schema() as update:
+            for column in todo.adds:
+                update.add_column(column.name, lake_schema.iceberg_type(column.type))
+            for name, wider in todo.widens:
+                update.update_column(name, field_type=wider)
 
 
 def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, source: TableSchema,
@@ -446,10 +497,13 @@ def _bookkeeping(kind: str, properties: dict[str, str], todo: evolution.Plan, so
     if todo.key is not None:
         out[lake.PROP_KEY] = json.dumps(list(todo.key))
     if kind == "changelog":
-        if todo.renames:
+        if at.renamed:  # every rename on its own, so an event written between two of them is translated too
             log_ = evolution.read_json(properties, evolution.RENAMES, [])
-            out[evolution.RENAMES] = json.dumps([*log_, *([str(at.rename(o, n)), o, n] for o, n in todo.renames)])
-        if not todo.empty and int(properties.get(evolution.SCHEMA_SEQ, "0") or 0) < at.schema:
+            known = {(str(s), str(o), str(n)) for s, o, n in log_}
+            fresh = [[str(seq), o, n] for o, n, seq in at.renamed if (str(seq), o, n) not in known]
+            if fresh:
+                out[evolution.RENAMES] = json.dumps([*log_, *fresh])
+        if (not todo.empty or at.newest is not None) and int(properties.get(evolution.SCHEMA_SEQ, "0") or 0) < at.schema:
             out[evolution.SCHEMA_SEQ] = str(at.schema)
     if kind == "base":
         book = evolution.Bookkeeping.of(properties)

@@ -92,13 +92,17 @@ def plan(
     dropped_columns: str = "drop",
     schema_changes: str = "evolve",
     key_columns_only: bool = False,
+    readded: Sequence[str] = (),
+    dropped: Sequence[str] = (),
 ) -> Plan:
     """What turns the lake table (`lake_columns`: its source columns, without metadata) into `source`.
 
     `renames`: the column renames the DDL history shows since the lake's schema, in order. A lake column
     the source no longer has is dropped (or frozen) only when it is not renamed; `excluded` columns
     (left out by settings) are dropped whatever the policy. `key_columns_only`: the tombstones table,
-    which holds only the key.
+    which holds only the key. `readded`: columns the history shows dropped and added again: MariaDB
+    refilled them, so the lake column is deleted and added anew (old values gone, the default backfilled).
+    Renames may trade names between columns (a swap): `_apply` renames through temporary names.
     """
     source_by_name = {c.name: c for c in source.columns}
     back = [n for n in frozen if n in source_by_name]
@@ -106,8 +110,13 @@ def plan(
         # MariaDB fills the new column of every row with its default; the lake holds the frozen values
         raise Refused(f"columns {back} were dropped (kept frozen in the lake) and added again at the source")
     moved = compose_renames(renames, list(lake_columns))
-    renamed = tuple((old, new) for old, new in moved.items() if new in source_by_name and new not in lake_columns)
-    after = {dict(renamed).get(n, n): t for n, t in lake_columns.items()}
+    freed = {n.casefold() for n in dropped}
+    # a rename may take a name another rename frees (a swap) or one a DROP frees (`DROP b, CHANGE a b`)
+    renamed = tuple((old, new) for old, new in moved.items()
+                    if new in source_by_name and (new not in lake_columns or new in moved or new.casefold() in freed))
+    targets = dict(renamed)
+    displaced = [n for n in lake_columns if n in targets.values() and n not in targets]
+    after = {targets.get(n, n): t for n, t in lake_columns.items() if n not in displaced}
     key_after = tuple(dict(renamed).get(k, k) for k in lake_key)
     if source.key and lake_key and tuple(source.key) != key_after:
         raise Refused(f"the primary key changed from ({', '.join(lake_key)}) to ({', '.join(source.key)})")
@@ -115,10 +124,12 @@ def plan(
     refused: list[str] = []
     widens: list[tuple[str, IcebergType]] = []
     adds: list[Column] = []
+    again = {n.casefold() for n in readded}
+    renewed = [n for n in after if n.casefold() in again and n in source_by_name and n not in dict(renamed).values()]
     for col in wanted:
         new_type = lake_schema.iceberg_type(col.type)
         old_type = after.get(col.name)
-        if old_type is None:
+        if old_type is None or col.name in renewed:
             adds.append(col)
         elif lake_schema.widens(old_type, new_type):
             widens.append((col.name, new_type))
@@ -129,7 +140,7 @@ def plan(
     gone = [n for n in after if n not in source_by_name and n not in frozen]
     if key_columns_only:
         gone = [n for n in gone if n in key_after]
-    drops = tuple(n for n in gone if dropped_columns == "drop" or n in excluded)
+    drops = tuple([*displaced, *(n for n in gone if dropped_columns == "drop" or n in excluded), *renewed])
     freezes = tuple(n for n in gone if n not in drops)
     result = Plan(renamed, tuple(adds), tuple(widens), drops, freezes, key_after if key_after != tuple(lake_key) else None)
     if schema_changes == "halt" and not result.empty:
@@ -175,6 +186,27 @@ class Positions:
     added: tuple[tuple[str, int], ...] = ()
     dropped: tuple[tuple[str, int], ...] = ()
     newest: int | None = None
+    volatile: tuple[tuple[str, int], ...] = ()  # added with a DEFAULT that is not a constant
+    redefined: tuple[tuple[str, int], ...] = ()  # MODIFY / ALTER COLUMN / CHANGE to the same name
+
+    @property
+    def readded(self) -> list[str]:
+        """Columns dropped and added again (MariaDB refilled them with their default)."""
+        return [n for n, s in self.added if any(d.casefold() == n.casefold() and ds <= s for d, ds in self.dropped)]
+
+    def check(self, todo: Plan) -> None:
+        """Refuse additions whose default rows older than the ADD read cannot be known from the stream: a
+        DEFAULT that is not a constant (CURRENT_TIMESTAMP, an expression: MariaDB evaluated it at the ALTER),
+        or a default redefined between the ADD and the first change that carries the column."""
+        for column in todo.adds:
+            name = column.name.casefold()
+            if any(n.casefold() == name for n, _ in self.volatile):
+                raise Refused(f"column {column.name!r} was added with a DEFAULT that is not a constant: the values MariaDB "
+                              "gave the existing rows are not in the binlog")
+            added_at = self.add(column.name)
+            if any(n.casefold() == name and s > added_at for n, s in self.redefined):
+                raise Refused(f"column {column.name!r} was redefined after its ADD COLUMN, before a change carried it: "
+                              "the default the existing rows read is not known")
 
     def rename(self, old: str, new: str) -> int:
         return next((s for o, n, s in reversed(self.renamed) if (o.casefold(), n.casefold()) == (old.casefold(), new.casefold())),
