@@ -13,6 +13,7 @@ AFTER_COMMIT = "after-commit"  # Iceberg commit done, Kafka group offsets not co
 BEFORE_DEAD_LETTERS = "before-dead-letters"
 AFTER_DEAD_LETTERS = "after-dead-letters"
 AFTER_TABLE = "after-table"  # with CDC_FAULT_SKIP=N: after the (N+1)-th changelog commit
+AFTER_RESHAPE = "bootstrap-after-reshape"  # a rebuild reshaped the lake tables; its snapshot is not published
 
 _hits: dict[str, int] = {}
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue
 
+from cdc import faults
 from cdc.bootstrap.keys import check_declared_key, primary_key, resolve_key
 from cdc.bootstrap.reshape import reshape
 from cdc.bootstrap.source_schema import (
@@ -49,7 +50,7 @@ from cdc.ingest.capture import CaptureRules, unsupported_name
 from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import anchor_bootstrap, unbucketable_key
 from cdc.ingest.watermarks import topic_ids, watermarks
-from cdc.lake import catalog as lake
+from cdc.lake import catalog as lake, state
 from cdc.lake.contract import BOOTSTRAP_POSITION, BOOTSTRAP_SEQ, SEQ, SOURCE_TS, reserved_name
 from cdc.retry import RetryPolicy, retrying
 from cdc.source import connect, quote_ident
@@ -330,48 +331,70 @@ def bootstrap(
     branch = f"cdc-bootstrap-{uuid.uuid4().hex[:12]}"
     conn = connect(settings)
     rows_done = chunks = 0
+    reshaped = False
     try:
-        cur = conn.cursor()
-        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        status = {str(k): str(v) for k, v in cur.fetchall()}
-        binlog_file, position = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
-        # just below the first event after the snapshot: later changes are newer, earlier ones older
-        seq = Decimal(BinlogPosition(STREAM, binlog_file_index(binlog_file), position - 1, _ROW_SPAN - 1).pack())
-        # the lake takes the source's schema and key as this snapshot reads them, by name
-        reshape(catalog, table, schema, settings.buckets_for(table.db, table.table), int(seq))
-        base, arrow_schema = _target(catalog, table, columns)
-        cur.execute(f"SELECT COUNT(*) FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608
-        total = int(cur.fetchone()[0])
-        check_declared_key(settings, cur, table, columns, key)  # as this snapshot reads the table
-        log.info("bootstrapping %s: %d rows at %s:%d", table, total, binlog_file, position)
-        properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}", BOOTSTRAP_SEQ: str(seq)}
-        if landed_before is not None:
-            properties[lake.MERGED_UPTO] = str(landed_before.snapshot_id)
-        source_ts = dt.datetime.now(dt.UTC)
-        for rows in read_chunks(cur, query, chunk_rows):
-            values = list(zip(*rows, strict=True))[: query.width]
-            data = {c.name: [None if v is None else conv(v) for v in col]
-                    for c, col, conv in zip(columns, values, converters, strict=True)}
-            data[SEQ] = [seq] * len(rows)
-            data[SOURCE_TS] = [source_ts] * len(rows)
-            arrow = pa.Table.from_arrays([pa.array(data[f.name], type=f.type) for f in arrow_schema], schema=arrow_schema)
-            base.append(arrow, snapshot_properties=properties, branch=branch)
-            rows_done += len(rows)
-            chunks += 1
-            if on_progress is not None:
-                on_progress(rows_done, total)
-        conn.rollback()
-    finally:
-        conn.close()
-    policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
-    _publish(catalog, table, branch, properties, rows_done, policy)
-    high_now = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
-    topic = rules.topic(table)
-    anchor_bootstrap(catalog, rules, table, anchor, high_now, topic_ids(settings, [topic]).get(topic), policy)
+        try:
+            cur = conn.cursor()
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            status = {str(k): str(v) for k, v in cur.fetchall()}
+            binlog_file, position = status["Binlog_snapshot_file"], int(status["Binlog_snapshot_position"])
+            # just below the first event after the snapshot: later changes are newer, earlier ones older
+            seq = Decimal(BinlogPosition(STREAM, binlog_file_index(binlog_file), position - 1, _ROW_SPAN - 1).pack())
+            cur.execute(f"SELECT COUNT(*) FROM {quote_ident(table.db)}.{quote_ident(table.table)}")  # noqa: S608
+            total = int(cur.fetchone()[0])
+            check_declared_key(settings, cur, table, columns, key)  # as this snapshot reads the table
+            # the lake takes the source's schema and key as this snapshot reads them, by name; a rebuild holds
+            # the table from here until it publishes (a rebuild killed in between leaves it held, and says so)
+            reshaped = True
+            if rebuild:
+                state.record_halt(catalog, state.halt_record(
+                    table, f"rebuilding from the source snapshot at {binlog_file}:{position} (if no `cdc bootstrap --rebuild` "
+                    "runs any more, it was stopped before it published)", f"cdc bootstrap {table} --rebuild", None, None))
+            reshape(catalog, table, schema, settings.buckets_for(table.db, table.table), int(seq))
+            faults.point(faults.AFTER_RESHAPE)
+            base, arrow_schema = _target(catalog, table, columns)
+            log.info("bootstrapping %s: %d rows at %s:%d", table, total, binlog_file, position)
+            properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}", BOOTSTRAP_SEQ: str(seq)}
+            if landed_before is not None:
+                properties[lake.MERGED_UPTO] = str(landed_before.snapshot_id)
+            source_ts = dt.datetime.now(dt.UTC)
+            for rows in read_chunks(cur, query, chunk_rows):
+                values = list(zip(*rows, strict=True))[: query.width]
+                data = {c.name: [None if v is None else conv(v) for v in col]
+                        for c, col, conv in zip(columns, values, converters, strict=True)}
+                data[SEQ] = [seq] * len(rows)
+                data[SOURCE_TS] = [source_ts] * len(rows)
+                arrow = pa.Table.from_arrays([pa.array(data[f.name], type=f.type) for f in arrow_schema], schema=arrow_schema)
+                base.append(arrow, snapshot_properties=properties, branch=branch)
+                rows_done += len(rows)
+                chunks += 1
+                if on_progress is not None:
+                    on_progress(rows_done, total)
+            conn.rollback()
+        finally:
+            conn.close()
+        policy = RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds)
+        _publish(catalog, table, branch, properties, rows_done, policy)
+        high_now = {p: high for p, (_, high) in watermarks(settings, rules.topic(table)).items()}
+        topic = rules.topic(table)
+        anchor_bootstrap(catalog, rules, table, anchor, high_now, topic_ids(settings, [topic]).get(topic), policy)
+    except BaseException as exc:
+        if reshaped and rebuild:  # the lake tables may have the source's schema but not its rows: nothing may land
+            _halt_unfinished(catalog, table, exc)
+        raise
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BootstrapReport(str(table), rows_done, chunks, time.monotonic() - started, binlog_file, position, peak, rebuild)
+
+
+def _halt_unfinished(catalog: Catalog, table: TableId, exc: BaseException) -> None:
+    """A bootstrap that failed after reshaping the lake tables halts the table until it is run again."""
+    reason = f"a bootstrap stopped after it reshaped the lake tables, before it published ({type(exc).__name__}: {exc})"
+    try:
+        state.record_halt(catalog, state.halt_record(table, reason, f"cdc bootstrap {table} --rebuild", None, None))
+    except Exception:  # noqa: BLE001 - the original failure is what the operator must see
+        log.exception("%s: could not record the halt", table)
 
 
 def _target(catalog: Catalog, table: TableId, columns: Sequence[SourceColumn]) -> tuple[Any, pa.Schema]:
