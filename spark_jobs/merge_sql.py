@@ -71,12 +71,25 @@ class MergePlan:
             quote(name)
 
 
+def _frozen(i: int) -> tuple[str, str]:
+    """The latest view's helper columns of the i-th frozen column: its value as of the drop, and whether a
+    change before the drop is in the slice."""
+    return f"{RANK}_frozen_{i}", f"{RANK}_frozen_{i}_seen"
+
+
 def latest_changes_sql(plan: MergePlan, after_seq: int | None = None) -> str:
-    """One row per key: its newest change (ignoring truncates, and anything at or before `after_seq`)."""
+    """One row per key: its newest change (ignoring truncates, and anything at or before `after_seq`).
+    A frozen column also gets the value of the key's newest change before its drop (NULL if that is a
+    delete), so a slice that spans the drop still leaves the value the source had at the drop."""
     keys = ", ".join(f"c.{quote(k)}" for k in plan.key)
     floor = f" AND c.{quote(SEQ)} > {int(after_seq)}" if after_seq is not None else ""
+    frozen = "".join(
+        f", MAX_BY(CASE WHEN c.{quote(OP)} = 'd' THEN NULL ELSE c.{quote(col)} END, "
+        f"CASE WHEN c.{quote(SEQ)} < {int(drop)} THEN c.{quote(SEQ)} END) OVER (PARTITION BY {keys}) AS {quote(_frozen(i)[0])}"
+        f", MAX(CASE WHEN c.{quote(SEQ)} < {int(drop)} THEN 1 ELSE 0 END) OVER (PARTITION BY {keys}) AS {quote(_frozen(i)[1])}"
+        for i, (col, drop) in enumerate(plan.frozen))
     return (
-        f"SELECT * FROM (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY {keys} "
+        f"SELECT * FROM (SELECT c.*{frozen}, ROW_NUMBER() OVER (PARTITION BY {keys} "
         f"ORDER BY c.{quote(SEQ)} DESC, c.{quote(PARTITION)} DESC, c.{quote(OFFSET)} DESC) AS {quote(RANK)} "
         f"FROM {quote(plan.source_view)} c WHERE c.{quote(OP)} <> 't'{floor}) WHERE {quote(RANK)} = 1"
     )
@@ -104,7 +117,12 @@ def expire_tombstones_sql(plan: MergePlan, days: int) -> str:
 
 
 def _value(plan: MergePlan, column: str) -> str:
-    """The value a change gives `column`: its default when the change is older than the column."""
+    """The value a change gives `column`: its default when the change is older than the column; for a frozen
+    column, the value as of its drop."""
+    frozen = next((i for i, (c, _) in enumerate(plan.frozen) if c == column), None)
+    if frozen is not None:
+        value, seen = _frozen(frozen)
+        return f"CASE WHEN s.{quote(seen)} = 1 THEN s.{quote(value)} END"
     default = next((d for d in plan.defaults if d.column == column), None)
     if default is None:
         return f"s.{quote(column)}"
@@ -112,9 +130,10 @@ def _value(plan: MergePlan, column: str) -> str:
 
 
 def _assignment(plan: MergePlan, column: str) -> str:
-    drop = dict(plan.frozen).get(column)
-    if drop is not None:  # frozen: only changes from before the drop still set it
-        return f"t.{quote(column)} = CASE WHEN s.{quote(SEQ)} < {int(drop)} THEN s.{quote(column)} ELSE t.{quote(column)} END"
+    frozen = next((i for i, (c, _) in enumerate(plan.frozen) if c == column), None)
+    if frozen is not None:  # only changes from before the drop still set it
+        value, seen = _frozen(frozen)
+        return f"t.{quote(column)} = CASE WHEN s.{quote(seen)} = 1 THEN s.{quote(value)} ELSE t.{quote(column)} END"
     return f"t.{quote(column)} = {_value(plan, column)}"
 
 

@@ -43,6 +43,11 @@ def test_a_default_applies_to_changes_and_rows_older_than_the_column() -> None:
     assert q.pending_defaults_sql(plan) == "SELECT 1 FROM `lake`.`db`.`t` t WHERE (t.`_seq` < 100 AND t.`k` IS NULL) LIMIT 1"
 
 
-def test_a_frozen_column_keeps_its_value_from_changes_after_the_drop() -> None:
-    sql = q.merge_sql(_plan(frozen=(("gone", 300),)))
-    assert "t.`gone` = CASE WHEN s.`_seq` < 300 THEN s.`gone` ELSE t.`gone` END" in sql
+def test_a_frozen_column_keeps_its_value_as_of_the_drop() -> None:
+    plan = _plan(frozen=(("gone", 300),))
+    sql = q.merge_sql(plan)
+    assert "t.`gone` = CASE WHEN s.`_cdc_rank_frozen_0_seen` = 1 THEN s.`_cdc_rank_frozen_0` ELSE t.`gone` END" in sql
+    latest = q.latest_changes_sql(plan)
+    # the key's newest change before the drop, even when a later one is the latest (a slice spanning the drop)
+    assert ("MAX_BY(CASE WHEN c.`_op` = 'd' THEN NULL ELSE c.`gone` END, CASE WHEN c.`_seq` < 300 THEN c.`_seq` END) "
+            "OVER (PARTITION BY c.`id`) AS `_cdc_rank_frozen_0`") in latest
