@@ -359,9 +359,12 @@ def _drain(settings: Settings, tables: list[TableId]) -> IngestReport:
 
 
 def _forget(settings: Settings, tables: list[TableId]) -> None:
-    """Leave nothing for the suite's later drains: no halt, no topic (a drain of every topic would meet the
-    DDL again), no source database."""
+    """Leave nothing for the suite's later drains: no topic (a drain of every topic would meet the DDL again),
+    no lake table, no halt, no source database. The lake tables go too: Connect's producer recreates a
+    deleted topic (empty, with a new topic id) when it refreshes its metadata, and a drain of every topic
+    would then halt a lake table that recorded offsets of the old one."""
     from confluent_kafka.admin import AdminClient
+    from pyiceberg.exceptions import NamespaceNotEmptyError, NoSuchNamespaceError, NoSuchTableError
 
     catalog = lake.open_catalog(settings)
     rules = CaptureRules(settings.connect.topic_prefix)
@@ -371,10 +374,21 @@ def _forget(settings: Settings, tables: list[TableId]) -> None:
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result()
     for t in tables:
+        for ident in (lake.changelog_name(t), lake.base_name(t), lake.tombstones_name(t)):
+            try:
+                catalog.drop_table(ident)
+            except NoSuchTableError:
+                pass
         state.clear_halt(catalog, t)
+    for db in sorted({t.db for t in tables}):
+        try:
+            catalog.drop_namespace(db)
+        except (NoSuchNamespaceError, NamespaceNotEmptyError):
+            pass
     conn = connect(settings)
     try:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote_ident(tables[0].db)}")
+        for db in sorted({t.db for t in tables}):
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote_ident(db)}")
         conn.commit()
     finally:
         conn.close()
