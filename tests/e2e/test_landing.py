@@ -29,7 +29,16 @@ from cdc.lake import catalog as lake, state
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
 from spark_jobs.merge import merge_table
-from tests.e2e.faults_support import Watched, assert_oracle, cdc_process, create_tables, wait_captured, write_some
+from tests.e2e.faults_support import (
+    Watched,
+    assert_oracle,
+    cdc_process,
+    create_tables,
+    execute,
+    forget,
+    wait_captured,
+    write_some,
+)
 
 pytestmark = pytest.mark.e2e
 ONE_FLUSH = {"CDC_INGEST__FLUSH_ROWS": "10000000", "CDC_INGEST__FLUSH_BYTES": str(2**30), "CDC_INGEST__FLUSH_SECONDS": "3600"}
@@ -37,17 +46,6 @@ ONE_FLUSH = {"CDC_INGEST__FLUSH_ROWS": "10000000", "CDC_INGEST__FLUSH_BYTES": st
 
 def _db() -> str:
     return f"a0_{uuid.uuid4().hex[:8]}"
-
-
-def _execute(settings: Settings, *statements: str) -> None:
-    conn = connect(settings)
-    try:
-        cur = conn.cursor()
-        for s in statements:
-            cur.execute(s)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def _messages(settings: Settings, topic: str) -> dict[int, tuple[bytes | None, bytes | None]]:
@@ -71,23 +69,6 @@ def _produce(settings: Settings, topic: str, items: list[tuple[bytes | None, byt
     for key, value in items:
         producer.produce(topic, value=value, key=key)
     assert producer.flush(30) == 0
-
-
-def _forget(settings: Settings, tables: list[TableId]) -> None:
-    """Leave nothing halted for the suite's later drains: the halt, the topic (else the next drain halts the
-    table again), the source database."""
-    from confluent_kafka.admin import AdminClient
-
-    catalog = lake.open_catalog(settings)
-    rules = CaptureRules(settings.connect.topic_prefix)
-    admin = AdminClient(settings.kafka.client_config())
-    topics = sorted({rules.topic(t) for t in tables} & set(admin.list_topics(timeout=10).topics))
-    if topics:
-        for future in admin.delete_topics(topics, operation_timeout=30).values():
-            future.result()
-    for t in tables:
-        state.clear_halt(catalog, t)
-    _execute(settings, *(f"DROP DATABASE IF EXISTS {quote_ident(db)}" for db in sorted({t.db for t in tables})))
 
 
 def _landed_offsets(settings: Settings, table: TableId) -> list[int]:
@@ -175,7 +156,7 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     db = _db()
     q = quote_ident(db)
     create_tables(stack, db, ("ok", "trunc", "narrowing"))
-    _execute(stack, f"CREATE TABLE {q}.clash (id INT PRIMARY KEY, `_op` VARCHAR(5), `_SEQ` INT)",
+    execute(stack, f"CREATE TABLE {q}.clash (id INT PRIMARY KEY, `_op` VARCHAR(5), `_SEQ` INT)",
              f"ALTER TABLE {q}.narrowing MODIFY note VARCHAR(40) NULL", f"TRUNCATE TABLE {q}.trunc",
              f"INSERT INTO {q}.clash VALUES (1, 'x', 2)")
     write_some(stack, db, random.Random(3), 30, ("ok", "trunc", "narrowing"))
@@ -187,7 +168,7 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     assert str(TableId(db, "trunc")) not in report.halted  # a truncate first does not stop the table
     assert _landed_offsets(stack, TableId(db, "trunc"))
     # a schema change the lake cannot take (string -> number), and a value that does not fit its column
-    _execute(stack, f"UPDATE {q}.narrowing SET note = '7'", f"ALTER TABLE {q}.narrowing MODIFY note INT NULL",
+    execute(stack, f"UPDATE {q}.narrowing SET note = '7'", f"ALTER TABLE {q}.narrowing MODIFY note INT NULL",
              f"INSERT INTO {q}.narrowing VALUES (5001, 1, 1.5, 8)")
     write_some(stack, db, random.Random(4), 20, ("ok",))
     wait_captured(stack)
@@ -200,12 +181,12 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     _produce(stack, topic_ok, [(key, json.dumps(doc).encode())])
     report = Ingestor(stack, lake.open_catalog(stack)).drain()
     narrowing = TableId(db, "narrowing")
-    assert "cannot take in place: note string -> int" in report.halted[str(narrowing)]
+    assert "cannot take in place: column 'note' changed from string to int" in report.halted[str(narrowing)]
     misfit = [r for r in dlq.rows(lake.open_catalog(stack)) if r["topic"] == topic_ok]
     assert [r["error_class"] for r in misfit] == ["ValueDoesNotFit"]
     halted = state.halted_tables(lake.open_catalog(stack))
     assert {clash, narrowing} <= set(halted)
-    assert f"run `cdc bootstrap {narrowing}`" in halted[narrowing].remedy
+    assert halted[narrowing].remedy == f"cdc bootstrap {narrowing} --rebuild"  # takes the new type
     # the others land and merge; a restart keeps the halted ones halted and the others going
     write_some(stack, db, random.Random(5), 10, ("ok", "trunc"))
     wait_captured(stack)
@@ -220,8 +201,8 @@ def test_a_table_that_cannot_land_halts_alone(stack: Settings, spark: Any, capsy
     assert f"halted: {clash}" in text
     assert f"halted: {narrowing}" in text
     assert f"remedy: rename the columns at the source, then run `cdc bootstrap {clash}`" in text
-    assert f"remedy: drop the lake tables {narrowing}, {narrowing}_changelog" in text
-    _forget(stack, [clash, narrowing])
+    assert f"remedy: cdc bootstrap {narrowing} --rebuild" in text
+    forget(stack, [clash, narrowing])
 
 
 # ---- a table added to capture while the consumer runs --------------------------------------------------
@@ -261,14 +242,14 @@ def test_unusual_table_names_land_or_are_refused_by_name(stack: Settings, spark:
     dotted = f"{db}.x"
     names = ["a b", "a_b", "größe 日本", "my.table"]  # MariaDB names take no 4-byte UTF-8
     q = quote_ident(db)
-    _execute(stack, f"CREATE DATABASE {q}", f"CREATE DATABASE {quote_ident(dotted)}",
+    execute(stack, f"CREATE DATABASE {q}", f"CREATE DATABASE {quote_ident(dotted)}",
              f"CREATE TABLE {quote_ident(dotted)}.t (id INT PRIMARY KEY, n INT)",
              f"INSERT INTO {quote_ident(dotted)}.t VALUES (1, 1)",
              *(f"CREATE TABLE {q}.{quote_ident(n)} (id INT PRIMARY KEY, n INT NOT NULL, note VARCHAR(20))" for n in names))
     rng = random.Random(8)
     for i in range(1, 60):
         name = quote_ident(rng.choice(names))
-        _execute(stack, f"INSERT INTO {q}.{name} VALUES ({i}, {i}, 'x') ON DUPLICATE KEY UPDATE n = n + 1",
+        execute(stack, f"INSERT INTO {q}.{name} VALUES ({i}, {i}, 'x') ON DUPLICATE KEY UPDATE n = n + 1",
                  f"DELETE FROM {q}.{name} WHERE id = {rng.randint(1, i)}")
     wait_captured(stack)
     report = Ingestor(stack, lake.open_catalog(stack)).drain()
@@ -280,7 +261,7 @@ def test_unusual_table_names_land_or_are_refused_by_name(stack: Settings, spark:
         result = compare_table(stack, lake.open_catalog(stack), table)
         assert result.equal, (n, result.missing_in_lake[:2], result.extra_in_lake[:2], result.different[:2])
     assert_every_offset_once(stack, [TableId(db, n) for n in names])
-    _forget(stack, [TableId(dotted, "t")])
+    forget(stack, [TableId(dotted, "t")])
 
 
 # ---- the seam and the remedies: trimmed and recreated topics ------------------------------------------
@@ -436,10 +417,10 @@ def test_a_bootstrap_on_a_shared_topic_skips_nothing_of_the_other_table(stack: S
 
     db = _db()
     q = quote_ident(db)
-    _execute(stack, f"CREATE DATABASE {q}",
+    execute(stack, f"CREATE DATABASE {q}",
              *(f"CREATE TABLE {q}.{quote_ident(n)} (id INT PRIMARY KEY, n INT NOT NULL)" for n in ("x y", "x_y")))
     for i in range(1, 40):
-        _execute(stack, f"INSERT INTO {q}.`x y` VALUES ({i}, {i})", f"INSERT INTO {q}.`x_y` VALUES ({i}, {i})")
+        execute(stack, f"INSERT INTO {q}.`x y` VALUES ({i}, {i})", f"INSERT INTO {q}.`x_y` VALUES ({i}, {i})")
     wait_captured(stack)
     bootstrap(stack, TableId(db, "x y"), chunk_rows=1000)
     topic = CaptureRules(stack.connect.topic_prefix).topic(TableId(db, "x y"))
