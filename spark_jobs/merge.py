@@ -122,6 +122,22 @@ def _merged_upto(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def new_changes(spark: SparkSession, base: tuple[str, str, str], changelog: tuple[str, str, str]) -> tuple[int | None, int | None, Any]:
+    """(the changelog's current snapshot, the one the base last folded in, the changes between them as the
+    view SOURCE_VIEW); no changes (None) when there is nothing new."""
+    upto = _current_snapshot(spark, changelog)
+    previous = _merged_upto(spark, base)
+    if upto is None or upto == previous:
+        return upto, previous, None
+    reader = spark.read.format("iceberg")
+    if previous is None:
+        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
+    else:
+        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
+    changes.createOrReplaceTempView(SOURCE_VIEW)
+    return upto, previous, changes
+
+
 def _table_property(spark: SparkSession, ident: tuple[str, str, str], prop: str) -> str | None:
     for row in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*ident)}").collect():
         if row[0] == prop:
@@ -152,16 +168,9 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         except ImportError:  # pragma: no cover - spark-submit
             from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
         return merge_multiset(spark, catalog, db, table)
-    upto = _current_snapshot(spark, changelog)
-    previous = _merged_upto(spark, base)
-    if upto is None or upto == previous:
+    upto, previous, changes = new_changes(spark, base, changelog)
+    if changes is None:
         return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
-    reader = spark.read.format("iceberg")
-    if previous is None:
-        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
-    else:
-        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
-    changes.createOrReplaceTempView(SOURCE_VIEW)
     # the landing evolves the base before the changelog, so a slice never carries a column the base lacks,
     # unless this run read a base schema older than the slice: then stop rather than leave the column NULL
     spark.sql(f"REFRESH TABLE {q.qualified(*base)}")

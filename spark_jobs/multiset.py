@@ -18,11 +18,11 @@ from pyspark.sql import SparkSession
 
 try:  # as a package (cdc merge) or as files (spark-submit)
     from spark_jobs import merge_sql as q, multiset_sql as m
-    from spark_jobs.merge import MergeResult, _current_snapshot, _merged_upto
+    from spark_jobs.merge import MergeResult, _merged_upto, new_changes
 except ImportError:  # pragma: no cover
     import merge_sql as q  # type: ignore[no-redef]
     import multiset_sql as m  # type: ignore[no-redef,import-not-found]
-    from merge import MergeResult, _current_snapshot, _merged_upto  # type: ignore[no-redef,import-not-found]
+    from merge import MergeResult, _merged_upto, new_changes  # type: ignore[no-redef,import-not-found]
 from cdc.lake.contract import (
     BOOTSTRAP_SEQ,
     CHANGELOG_SUFFIX,
@@ -71,16 +71,9 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> Me
     """Fold the new changelog snapshots of a keyless table into its base; a no-op when there is nothing new."""
     started = time.monotonic()
     base, changelog = (catalog, db, table), (catalog, db, table + CHANGELOG_SUFFIX)
-    upto = _current_snapshot(spark, changelog)
-    previous = _merged_upto(spark, base)
-    if upto is None or upto == previous:
+    upto, previous, changes = new_changes(spark, base, changelog)
+    if changes is None:
         return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
-    reader = spark.read.format("iceberg")
-    if previous is None:
-        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
-    else:
-        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
-    changes.createOrReplaceTempView(SOURCE_VIEW)
     order = [f.name for f in spark.table(q.qualified(*base)).schema.fields]
     columns = tuple(n for n in order if n not in (SEQ, SOURCE_TS))
     plan = _plan(spark, base, columns)

@@ -17,8 +17,9 @@ from cdc import connectors
 from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.ingest import offsets
+from cdc.ingest.capture import CaptureRules
 from cdc.ingest.consumer import Ingestor
-from cdc.lake import catalog as lake
+from cdc.lake import catalog as lake, state
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
 from spark_jobs.merge import merge_table
@@ -201,3 +202,45 @@ def live_group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             members.append(int(pid))
     return members
+
+
+def execute(settings: Settings, *statements: str) -> None:
+    """Run statements at the source in one transaction."""
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        for s in statements:
+            cur.execute(s)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def forget(settings: Settings, tables: Sequence[TableId]) -> None:
+    """Leave nothing for the suite's later drains: no topic (a drain of every topic would meet the DDL again),
+    no lake table, no halt, no source database. The lake tables go too: Connect's producer recreates a
+    deleted topic (empty, with a new topic id) when it refreshes its metadata, and a drain of every topic
+    would then halt a lake table that recorded offsets of the old one."""
+    from confluent_kafka.admin import AdminClient
+    from pyiceberg.exceptions import NamespaceNotEmptyError, NoSuchNamespaceError, NoSuchTableError
+
+    catalog = lake.open_catalog(settings)
+    rules = CaptureRules(settings.connect.topic_prefix)
+    admin = AdminClient(settings.kafka.client_config())
+    topics = sorted({rules.topic(t) for t in tables} & set(admin.list_topics(timeout=10).topics))
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result()
+    for t in tables:
+        for ident in (lake.changelog_name(t), lake.base_name(t), lake.tombstones_name(t)):
+            try:
+                catalog.drop_table(ident)
+            except NoSuchTableError:
+                pass
+        state.clear_halt(catalog, t)
+    for db in sorted({t.db for t in tables}):
+        try:
+            catalog.drop_namespace(db)
+        except (NoSuchNamespaceError, NamespaceNotEmptyError):
+            pass
+    execute(settings, *(f"DROP DATABASE IF EXISTS {quote_ident(db)}" for db in sorted({t.db for t in tables})))

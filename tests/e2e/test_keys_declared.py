@@ -21,7 +21,7 @@ from cdc.lake import catalog as lake
 from cdc.source import connect, quote_ident
 from cdc.verify import compare_table
 from spark_jobs.merge import merge_table
-from tests.e2e.test_landing import _forget
+from tests.e2e.faults_support import forget
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ def keyed(stack: Settings) -> Iterator[tuple[Settings, str]]:
         yield settings, db
     finally:
         connectors.apply(stack)
-        _forget(stack, [TableId(db, t) for t in KEYS])
+        forget(stack, [TableId(db, t) for t in KEYS])
 
 
 def _drain_merge_compare(settings: Settings, spark: Any, tables: list[TableId]) -> None:
@@ -158,7 +158,7 @@ def bag_db(stack: Settings) -> Iterator[str]:
     try:
         yield db
     finally:
-        _forget(stack, [TableId(db, t) for t in ("bag", "bagboot")])
+        forget(stack, [TableId(db, t) for t in ("bag", "bagboot")])
 
 
 def test_a_keyless_table_streams_as_a_multiset(stack: Settings, spark: Any, bag_db: str) -> None:

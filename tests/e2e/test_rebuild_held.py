@@ -16,31 +16,20 @@ from cdc.config import Settings
 from cdc.events.model import TableId
 from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake, state
-from cdc.source import connect, quote_ident
+from cdc.source import quote_ident
 from cdc.verify import compare_table
 from spark_jobs.merge import merge_table
-from tests.e2e.faults_support import cdc_process
-
-
-def _sql(settings: Settings, *statements: str) -> None:
-    conn = connect(settings)
-    try:
-        cur = conn.cursor()
-        for s in statements:
-            cur.execute(s)
-        conn.commit()
-    finally:
-        conn.close()
+from tests.e2e.faults_support import cdc_process, execute
 
 
 def test_a_rebuild_killed_after_reshaping_leaves_the_table_halted(stack: Settings, spark: Any) -> None:
     db = f"rh_{uuid.uuid4().hex[:8]}"
     table = TableId(db, "t")
     q = f"{quote_ident(db)}.t"
-    _sql(stack, f"CREATE DATABASE {quote_ident(db)}", f"CREATE TABLE {q} (id INT PRIMARY KEY, v INT)",
+    execute(stack, f"CREATE DATABASE {quote_ident(db)}", f"CREATE TABLE {q} (id INT PRIMARY KEY, v INT)",
          f"INSERT INTO {q} VALUES " + ", ".join(f"({i}, {i})" for i in range(50)))
     bootstrap(stack, table)
-    _sql(stack, f"ALTER TABLE {q} MODIFY v DECIMAL(8,3)", f"UPDATE {q} SET v = v + 0.5 WHERE id < 10")
+    execute(stack, f"ALTER TABLE {q} MODIFY v DECIMAL(8,3)", f"UPDATE {q} SET v = v + 0.5 WHERE id < 10")
     proc = cdc_process(["bootstrap", str(table), "--rebuild"], CDC_FAULT_POINT="bootstrap-after-reshape")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == -9, out.decode()[-2000:]
@@ -57,10 +46,10 @@ def test_a_rebuild_killed_after_reshaping_leaves_the_table_halted(stack: Setting
     assert str(table) in report.halted
     bootstrap(stack, table, rebuild=True)  # run again: equal, and streaming
     assert table not in state.halted_tables(lake.open_catalog(stack))
-    _sql(stack, f"INSERT INTO {q} VALUES (100, 1.25)")
+    execute(stack, f"INSERT INTO {q} VALUES (100, 1.25)")
     Ingestor(stack, lake.open_catalog(stack)).drain(tables=[table])
     merge_table(spark, stack.catalog.name, db, "t")
     result = compare_table(stack, lake.open_catalog(stack), table)
     assert result.equal, (result.missing_in_lake[:2], result.different[:2], result.columns_differ)
     assert result.source_rows == 51
-    _sql(stack, f"DROP DATABASE {quote_ident(db)}")
+    execute(stack, f"DROP DATABASE {quote_ident(db)}")

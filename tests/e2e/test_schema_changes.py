@@ -45,7 +45,7 @@ from cdc.source import connect, quote_ident
 from cdc.verify import canonical
 from spark_jobs.merge import merge_table
 from spark_jobs.merge_sql import qualified
-from tests.e2e.faults_support import Writer, cdc_process, wait_captured
+from tests.e2e.faults_support import Writer, cdc_process, forget, wait_captured
 
 pytestmark = pytest.mark.e2e
 
@@ -358,42 +358,6 @@ def _drain(settings: Settings, tables: list[TableId]) -> IngestReport:
     return Ingestor(settings, lake.open_catalog(settings)).drain(tables=tables)
 
 
-def _forget(settings: Settings, tables: list[TableId]) -> None:
-    """Leave nothing for the suite's later drains: no topic (a drain of every topic would meet the DDL again),
-    no lake table, no halt, no source database. The lake tables go too: Connect's producer recreates a
-    deleted topic (empty, with a new topic id) when it refreshes its metadata, and a drain of every topic
-    would then halt a lake table that recorded offsets of the old one."""
-    from confluent_kafka.admin import AdminClient
-    from pyiceberg.exceptions import NamespaceNotEmptyError, NoSuchNamespaceError, NoSuchTableError
-
-    catalog = lake.open_catalog(settings)
-    rules = CaptureRules(settings.connect.topic_prefix)
-    admin = AdminClient(settings.kafka.client_config())
-    topics = sorted({rules.topic(t) for t in tables} & set(admin.list_topics(timeout=10).topics))
-    if topics:
-        for future in admin.delete_topics(topics, operation_timeout=30).values():
-            future.result()
-    for t in tables:
-        for ident in (lake.changelog_name(t), lake.base_name(t), lake.tombstones_name(t)):
-            try:
-                catalog.drop_table(ident)
-            except NoSuchTableError:
-                pass
-        state.clear_halt(catalog, t)
-    for db in sorted({t.db for t in tables}):
-        try:
-            catalog.drop_namespace(db)
-        except (NoSuchNamespaceError, NamespaceNotEmptyError):
-            pass
-    conn = connect(settings)
-    try:
-        for db in sorted({t.db for t in tables}):
-            conn.cursor().execute(f"DROP DATABASE IF EXISTS {quote_ident(db)}")
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def _field_ids(catalog: Any, table: TableId) -> dict[str, int]:
     return {f.name: f.field_id for f in catalog.load_table(lake.base_name(table)).schema().fields}
 
@@ -532,7 +496,7 @@ def test_schema_changes_mid_stream_evolve_or_halt_alone_and_a_rebuild_resumes(st
         print(f"\nschema changes: {', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}, total {time.monotonic() - started:.0f} s")
         assert failures == [], "\n".join(["", *failures])
     finally:
-        _forget(stack, ours)
+        forget(stack, ours)
 
 
 def _check_evolved(spark: Any, settings: Settings, catalog: Any, s: Scenario, t: TableId, before: dict[Key, dict[str, Any]],
