@@ -2,7 +2,7 @@
 for what row events cannot say: that a column was renamed (not dropped and another added), and at
 which source position a table's schema changed.
 
-Parsing is pure (`parse_renames`, `decode_schema_change`); `DdlHistory` reads the topic.
+Parsing is pure (`parse_alter`, `decode_schema_change`); `DdlHistory` reads the topic.
 """
 
 from __future__ import annotations
@@ -222,11 +222,6 @@ def parse_alter(sql: str) -> Alter:
             if rest and _name(rest[0]):
                 dropped.append(rest[0][1])
     return Alter(tuple(renames), tuple(added), tuple(dropped), tuple(volatile), tuple(redefined))
-
-
-def parse_renames(sql: str) -> list[tuple[str, str]]:
-    """Pure: the column renames of one ALTER TABLE statement, in order."""
-    return list(parse_alter(sql).renames)
 
 
 _QUOTED_ID = re.compile(r'^"((?:[^"]|"")*)"\."((?:[^"]|"")*)"$')

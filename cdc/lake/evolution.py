@@ -148,12 +148,6 @@ def plan(
     return result
 
 
-def missing(lake_columns: Sequence[str], source: TableSchema, frozen: Sequence[str] = ()) -> list[str]:
-    """Pure: lake columns the source schema no longer has (a rename or a drop: the DDL history says which)."""
-    names = set(source.names)
-    return [n for n in lake_columns if n not in names and n not in frozen]
-
-
 # ---- the bookkeeping a plan leaves in table properties (pure encoders/decoders) ----------------------
 
 
@@ -208,10 +202,6 @@ class Positions:
                 raise Refused(f"column {column.name!r} was redefined after its ADD COLUMN, before a change carried it: "
                               "the default the existing rows read is not known")
 
-    def rename(self, old: str, new: str) -> int:
-        return next((s for o, n, s in reversed(self.renamed) if (o.casefold(), n.casefold()) == (old.casefold(), new.casefold())),
-                    self.schema)
-
     def add(self, name: str) -> int:
         return next((s for n, s in reversed(self.added) if n.casefold() == name.casefold()), self.fallback)
 
@@ -227,14 +217,12 @@ class Positions:
 class Bookkeeping:
     """What the merge and later landings need to know about past changes (table properties)."""
 
-    renames: list[list[Any]] = field(default_factory=list)  # changelog: [seq, old, new]
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # base: column -> {below, type, text}
     frozen: dict[str, int] = field(default_factory=dict)  # base: column -> seq of its drop
 
     @classmethod
     def of(cls, properties: Mapping[str, str]) -> Bookkeeping:
-        return cls(read_json(properties, RENAMES, []), read_json(properties, COLUMN_DEFAULTS, {}),
-                   read_json(properties, FROZEN_COLUMNS, {}))
+        return cls(read_json(properties, COLUMN_DEFAULTS, {}), read_json(properties, FROZEN_COLUMNS, {}))
 
 
 def lake_source_columns(schema: Schema) -> dict[str, IcebergType]:

@@ -8,7 +8,7 @@ import pytest
 from pyiceberg.types import DecimalType, DoubleType, FloatType, IntegerType, LongType, StringType
 
 from cdc.events.model import Column, ColumnType, Kind, TableId, TableSchema
-from cdc.ingest.ddl import Alter, decode_schema_change, parse_alter, parse_renames
+from cdc.ingest.ddl import Alter, decode_schema_change, parse_alter
 from cdc.ingest.landing import _bookkeeping
 from cdc.lake import evolution as ev
 
@@ -114,7 +114,7 @@ def test_events_older_than_a_rename_are_translated() -> None:
     ("CREATE TABLE t (a INT)", []),
 ])
 def test_renames_parsed_from_alter_table(sql: str, renames: list[tuple[str, str]]) -> None:
-    assert parse_renames(sql) == renames
+    assert list(parse_alter(sql).renames) == renames
 
 
 def test_a_schema_change_event_names_its_table_and_position() -> None:
