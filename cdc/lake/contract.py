@@ -61,7 +61,13 @@ TOPIC_IDS = "cdc.kafka-topic-ids"  # the Kafka topic id each recorded topic had 
 MERGED_UPTO = "cdc.merged-changelog-snapshot"  # the changelog snapshot a base commit folded in
 BOOTSTRAP_POSITION = "cdc.bootstrap-position"  # binlog file:position of a bootstrap snapshot
 BOOTSTRAP_SEQ = "cdc.bootstrap-seq"  # the `_seq` its rows carry (just below the first change after it)
+# the freshness contract: every change at the source before this point is in the table. JSON
+# {"seq": "<_seq of the point, as text>", "position": "<binlog file>:<pos>", "ts_ms": <source wall time of the point>}.
+# A base commit (merge) records it in its summary; the landing records it per table in the `cdc_state`
+# namespace (LANDED_THROUGH_PREFIX) for its changelog.
+COMPLETE_THROUGH = "cdc.complete-through"
 
 # ---- namespace properties
 CAPTURE = "cdc.capture"  # "true": the database was added to capture by `cdc bootstrap`
 HALTED_PREFIX = "cdc.halted."  # + table name: JSON {reason, remedy, since, offsets}
+LANDED_THROUGH_PREFIX = "cdc.landed-through."  # + table name (cdc_state namespace): the changelog's COMPLETE_THROUGH JSON

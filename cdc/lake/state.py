@@ -17,7 +17,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchNamespaceError
 
 from cdc.events.model import TableId
-from cdc.lake.contract import HALTED_PREFIX
+from cdc.lake.contract import HALTED_PREFIX, LANDED_THROUGH_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,29 @@ def halt_record(table: TableId, reason: str, remedy: str, topic: str | None, off
                   {str(p): o for p, o in sorted(offsets.items())} if offsets else None)
 
 
-def _key(table: TableId) -> str:
-    return HALTED_PREFIX + json.dumps([table.db, table.table], ensure_ascii=False, separators=(",", ":"))
+@dataclass(frozen=True)
+class Through:
+    """A point in the source's history: every change committed before it is in the table it is recorded for.
+
+    `seq` is the `_seq` of the point (a change with a smaller `_seq` is before it), `position` the binlog
+    `file:pos`, `ts_ms` the source's wall time when the point was read (UTC milliseconds).
+    """
+
+    seq: int
+    position: str
+    ts_ms: int
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": str(self.seq), "position": self.position, "ts_ms": self.ts_ms}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str) -> Through:
+        doc = json.loads(raw)
+        return cls(int(doc["seq"]), str(doc["position"]), int(doc["ts_ms"]))
+
+
+def _key(table: TableId, prefix: str = HALTED_PREFIX) -> str:
+    return prefix + json.dumps([table.db, table.table], ensure_ascii=False, separators=(",", ":"))
 
 
 def _ensure_namespace(catalog: Catalog) -> None:
@@ -83,4 +104,27 @@ def halted_tables(catalog: Catalog) -> dict[TableId, Halted]:
         if key.startswith(HALTED_PREFIX):
             h = Halted(**json.loads(raw))
             out[h.table_id] = h
+    return out
+
+
+def record_landed_through(catalog: Catalog, points: dict[TableId, Through]) -> None:
+    """Record, per table, that its changelog holds every change before the point (one catalog call)."""
+    if not points:
+        return
+    _ensure_namespace(catalog)
+    catalog.update_namespace_properties(STATE_NAMESPACE, updates={_key(t, LANDED_THROUGH_PREFIX): p.to_json()
+                                                                  for t, p in points.items()})
+
+
+def landed_through(catalog: Catalog) -> dict[TableId, Through]:
+    """Per table: the newest point its changelog is known to be complete through."""
+    try:
+        props = catalog.load_namespace_properties(STATE_NAMESPACE)
+    except NoSuchNamespaceError:
+        return {}
+    out: dict[TableId, Through] = {}
+    for key, raw in props.items():
+        if key.startswith(LANDED_THROUGH_PREFIX):
+            db, table = json.loads(key.removeprefix(LANDED_THROUGH_PREFIX))
+            out[TableId(db, table)] = Through.from_json(raw)
     return out
