@@ -270,7 +270,8 @@ def _connector_table(ctx: click.Context, s: Settings, rows: Sequence[Any]) -> No
 
 # ----------------------------------------------------------------------------------------- ingest
 @cli.command()
-@click.option("--until-caught-up", is_flag=True, help="Drain to the end offsets seen at start, commit, exit 0.")
+@click.option("--until-caught-up", is_flag=True,
+              help="Catch up with the source: land every change committed there before the start, commit, exit 0.")
 @click.pass_context
 def ingest(ctx: click.Context, until_caught_up: bool) -> None:
     """Land change events from Kafka into the Iceberg changelog tables."""
@@ -278,7 +279,7 @@ def ingest(ctx: click.Context, until_caught_up: bool) -> None:
 
     s = _settings(ctx)
     ingestor = Ingestor.open(s)
-    report = ingestor.drain() if until_caught_up else ingestor.run()
+    report = ingestor.drain(through_source=True) if until_caught_up else ingestor.run()
     rows = [(t.table, t.changes, t.commits) for t in sorted(report.tables.values(), key=lambda r: r.table)]
     o = _out(ctx)
     o.table("landed", "landed", ["table", "changes", "commits"], rows)
@@ -478,20 +479,32 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 
 # ----------------------------------------------------------------------------------------- status
 @cli.command()
+@click.option("--max-lag", "max_lag", metavar="DURATION", default=None,
+              help="Exit 1 when a table's base is not complete through a source point younger than this (30m, 2h, 1d).")
 @click.pass_context
-def status(ctx: click.Context) -> None:
-    """Per table: changelog and base snapshots, recorded offsets, last merge; dead letters."""
-    from cdc.status import table_status
+def status(ctx: click.Context, max_lag: str | None) -> None:
+    """Per table: state, freshness (complete through), Kafka lag, unmerged changes, last merge; dead letters."""
+    from cdc.status import as_json, stale, table_status, when
 
+    limit = _duration(max_lag) if max_lag is not None else None
     s = _settings(ctx)
-    rows, dead, halted = table_status(s, _catalog(s))
+    statuses, dead, halted, notes = table_status(s, _catalog(s))
+    now_ms = int(time.time() * 1000)
     o = _out(ctx)
-    columns = ["table", "state", "changelog rows", "offsets", "last landed", "base rows", "last merge", "unmerged"]
-    if o.format == "json":  # each table's object says why it is halted (the text mode lists the halts below)
-        reasons = {f"{h.db}.{h.table}": (h.reason, h.remedy) for h in halted}
-        rows = [(*r, *reasons.get(str(r[0]), (None, None))) for r in rows]
-        columns += ["reason", "remedy"]
-    o.table("tables", "tables", columns, rows)
+    if o.format == "json":  # each table's object carries its freshness and why it is halted
+        docs = [as_json(st, now_ms) for st in statuses]
+        o.table("tables", "tables", list(docs[0]) if docs else ["table"], [list(d.values()) for d in docs])
+    else:
+        def age(st: Any) -> str:
+            seconds = st.age_seconds(now_ms)
+            return "-" if seconds is None else f"{when(st.complete_through.ts_ms)} ({_human(seconds)} ago)"
+
+        o.table("tables", "tables", ["table", "state", "complete through", "kafka lag", "unmerged", "base rows", "last merge",
+                                     "changelog rows", "last landed"],
+                [(st.table, st.state, age(st), "?" if st.kafka_lag is None else st.kafka_lag, st.unmerged, st.base_rows,
+                  when(st.last_merge_ms), st.changelog_rows, when(st.last_landed_ms)) for st in statuses])
+    for note in notes:
+        o.message(note)
     o.value("dead_letters", dead, f"dead letters: {dead}")
     if o.format == "json":
         o.value("halted", [{"table": f"{h.db}.{h.table}", "since": h.since, "reason": h.reason, "remedy": h.remedy}
@@ -499,7 +512,32 @@ def status(ctx: click.Context) -> None:
     else:
         for h in halted:
             o.message(f"halted: {h.db}.{h.table} since {h.since}: {h.reason}\n  remedy: {h.remedy}")
+    late = stale([st for st in statuses if st.state != "halted"], limit, now_ms) if limit is not None else []
+    if o.format == "json" and limit is not None:
+        o.value("stale", late, "")
+    for line in late:
+        click.echo(f"stale: {line}", err=True)
     _raise_if_halted({f"{h.db}.{h.table}": h.reason for h in halted})
+    if late:
+        raise CheckFailed(f"{len(late)} table(s) staler than {max_lag}")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+
+
+def _duration(text: str) -> float:
+    """`30m` -> 1800.0 seconds (s, m, h, d); anything else is a usage error."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"--max-lag: expected a duration like 90s, 30m, 2h or 1d, got {text!r}")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 # ------------------------------------------------------------------------------------------- demo

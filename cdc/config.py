@@ -133,6 +133,9 @@ class IngestSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     session_timeout_ms: int = Field(45_000, ge=1_000)
     commit_timeout_seconds: float = Field(300.0, gt=0)  # how long a commit waits for an unavailable catalog
+    # how often a running consumer reads the source's position and records, per table, the point its
+    # changelog is complete through (the freshness contract); 0 turns it off (then no source access)
+    progress_seconds: float = Field(15.0, ge=0)
 
 
 class SparkSettings(_Section):

@@ -365,7 +365,7 @@ def delete(settings: Settings) -> None:
 MARKER_TABLE = "ping"
 
 
-def _gtid_position(text: str) -> dict[int, int]:
+def gtid_position(text: str) -> dict[int, int]:
     """Pure: MariaDB GTIDs `domain-server-seq,...` -> the highest seq per domain."""
     out: dict[int, int] = {}
     for part in text.replace("\n", "").split(","):
@@ -375,24 +375,26 @@ def _gtid_position(text: str) -> dict[int, int]:
     return out
 
 
-def _committed_gtids(settings: Settings) -> dict[int, int]:
+def committed_gtids(settings: Settings) -> dict[int, int]:
     """The GTIDs Connect has committed source offsets for: every record up to them was acknowledged."""
     doc = _request(f"{settings.connect.url}/connectors/{settings.connect.connector_name}/offsets")
     for entry in (doc or {}).get("offsets", []):
         gtids = entry.get("offset", {}).get("gtids")
         if gtids:
-            return _gtid_position(str(gtids))
+            return gtid_position(str(gtids))
     return {}
 
 
-def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
-    """Wait until every transaction committed at the source so far is in Kafka, acknowledged.
+def covers(have: dict[int, int], target: dict[int, int]) -> bool:
+    """Pure: whether GTID position `have` includes every transaction of `target` (per domain)."""
+    return all(have.get(d, -1) >= seq for d, seq in target.items())
 
-    Seeing a later event in some topic is not enough: the producer acknowledges partitions
-    independently, so after a Connect restart earlier records can still be in flight. Connect
-    commits a source offset only when every record before it is acknowledged, and Debezium's
-    offset names the transactions completed before the record. So: commit marker A, then marker
-    B, and wait until the committed offset covers A's GTID (B's record carries it).
+
+def write_markers(settings: Settings) -> dict[int, int]:
+    """Commit marker A, then marker B, to the always-captured marker table; returns A's GTID.
+
+    Once Connect's committed offset covers A (B's record carries it), every transaction committed at the
+    source before A is in Kafka, acknowledged, whatever tables it touched.
     """
     from cdc.source import connect
 
@@ -406,16 +408,29 @@ def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
         conn.commit()
         cur.execute("SELECT @@last_gtid")
         row = cur.fetchone()
-        target = _gtid_position(str(row[0])) if row and row[0] else {}
+        target = gtid_position(str(row[0])) if row and row[0] else {}
         cur.execute(marker, (time.time_ns(),))
         conn.commit()
     finally:
         conn.close()
+    return target
+
+
+def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
+    """Wait until every transaction committed at the source so far is in Kafka, acknowledged.
+
+    Seeing a later event in some topic is not enough: the producer acknowledges partitions
+    independently, so after a Connect restart earlier records can still be in flight. Connect
+    commits a source offset only when every record before it is acknowledged, and Debezium's
+    offset names the transactions completed before the record. So: commit marker A, then marker
+    B, and wait until the committed offset covers A's GTID (B's record carries it).
+    """
+    target = write_markers(settings)
     deadline = time.monotonic() + timeout
     have: dict[int, int] = {}
     while time.monotonic() < deadline:
-        have = _committed_gtids(settings)
-        if target and all(have.get(d, -1) >= seq for d, seq in target.items()):
+        have = committed_gtids(settings)
+        if target and covers(have, target):
             return
         time.sleep(0.3)
     raise ServiceError(

@@ -5,6 +5,9 @@
 2. Every polled message is classified into the batch; a full batch is landed (dead letters,
    then one commit per table: `cdc.ingest.landing`).
 3. Only after the lake commits are the Kafka group offsets committed (for monitoring only).
+4. The freshness contract: per table, the source point its changelog is complete through
+   (`cdc.ingest.progress`), recorded once the table has landed up to the Kafka end offsets that
+   point's changes are all below (periodically while running; at the end of `drain(through_source=True)`).
 A table that cannot land is halted alone: its partitions are paused, every other table goes on.
 """
 
@@ -28,9 +31,9 @@ from cdc.errors import CdcError, DecodeError, ServiceError, TransientError
 from cdc.events.booleans import as_booleans
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Skip, TableId
-from cdc.ingest import dlq, offsets as off
+from cdc.ingest import dlq, offsets as off, progress
 from cdc.ingest.batch import Batch, Raw
-from cdc.ingest.capture import CaptureRules, without_columns
+from cdc.ingest.capture import MARKER_DB, CaptureRules, without_columns
 from cdc.ingest.commit import landed_state
 from cdc.ingest.ddl import DdlHistory
 from cdc.ingest.landing import REBUILD, Lander, Outcome
@@ -92,6 +95,11 @@ class Ingestor:
         self._unanchored: set[Part] = set()
         self._assigned: set[Part] = set()
         self._consumed: dict[Part, int] = {}  # next offset per partition after what was polled
+        self._landed: dict[Part, int] = {}  # next offset per partition after what the lake holds (or needs not)
+        self._owned: set[Part] = set()  # partitions this consumer lands (drain: all it planned; run: its assignment)
+        self._probes: list[progress.Probe] = []  # settled source points some tables have not landed past yet
+        self._through: dict[TableId, tuple[int, int]] = {}  # (`_seq`, time) of the point recorded per table
+        self._landed_moved = False  # since the last `_advance`
         self._topic_ids: dict[str, str] = {}  # Kafka topic id per topic when it was planned
         self._next_halt_check = 0.0
         self._refreshed_this_poll = False
@@ -197,6 +205,8 @@ class Ingestor:
                 log.warning("assigned %s[%d], held: a table of this topic is halted (see cdc status)", tp.topic, tp.partition)
             else:
                 tp.offset = start
+                self._landed[(tp.topic, tp.partition)] = start
+                self._owned.add((tp.topic, tp.partition))
                 log.info("assigned %s[%d], starting at offset %s (from the lake)", tp.topic, tp.partition, start)
         consumer.assign(partitions)
         if held:
@@ -207,6 +217,7 @@ class Ingestor:
         for tp in partitions:
             part = (tp.topic, tp.partition)
             self._assigned.discard(part)
+            self._owned.discard(part)
             self._held.discard(part)
             self._unanchored.discard(part)
 
@@ -221,35 +232,62 @@ class Ingestor:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, idle_exit: Callable[[], bool] | None = None) -> IngestReport:
-        """Consume by topic pattern (new tables are picked up) until SIGTERM/SIGINT or `stop()`."""
-        self.consumer.subscribe([self.rules.pattern], on_assign=self._on_assign, on_revoke=self._on_revoke)
+    def run(self, idle_exit: Callable[[], bool] | None = None, tables: Collection[TableId] | None = None) -> IngestReport:
+        """Consume by topic pattern (new tables are picked up), or only the topics of `tables`, until SIGTERM/SIGINT
+        or `stop()`."""
+        subscription = [self.rules.pattern] if tables is None else sorted({self.rules.topic(t) for t in tables})
+        self.consumer.subscribe(subscription, on_assign=self._on_assign, on_revoke=self._on_revoke)
         previous = _install_signal_handlers(self._stop)
+        interval = self.settings.ingest.progress_seconds
+        prober = progress.Prober(self.settings, lambda topic: self.rules.is_data_topic(topic), interval) if interval else None
+        next_advance = 0.0
         try:
+            if prober is not None:
+                prober.start()
             while not self._stop.is_set():
                 self._poll_once()
+                if prober is not None and time.monotonic() >= next_advance:
+                    next_advance = time.monotonic() + 1.0
+                    settled = prober.take()
+                    if settled or self._landed_moved:
+                        self._advance(settled, tables)
                 if idle_exit is not None and idle_exit():
                     break
             if self._fatal is not None:
                 raise self._fatal
             self.flush()
+            if prober is not None:
+                self._advance(prober.take(), tables)
         finally:
+            if prober is not None:
+                prober.stop()
             _restore_signal_handlers(previous)
             self.consumer.close()
             self.lander.close()
         return self.report
 
-    def drain(self, timeout: float = 600.0, tables: Collection[TableId] | None = None) -> IngestReport:
+    def drain(self, timeout: float = 600.0, tables: Collection[TableId] | None = None,
+              through_source: bool = False) -> IngestReport:
         """Consume every captured topic (or those of `tables`) up to the end offsets seen now, commit, return.
 
-        Partitions of halted tables are left where they are (`report.halted` names the tables).
+        With `through_source`, first take the source's current point and wait until Kafka holds every change
+        before it: the drain then lands everything committed at the source before it started, and records
+        that point for every table it landed past. Partitions of halted tables are left where they are
+        (`report.halted` names the tables).
         """
+        probe = None
+        if through_source:
+            probe = progress.settle(self.settings, self.admin, self.rules.is_data_topic, timeout)
+            if probe is not None:
+                log.info("catching up with the source's position %s:%d", probe.point.file, probe.point.pos)
         metadata = self.consumer.list_topics(timeout=10)
         wanted = None if tables is None else {self.rules.topic(t) for t in tables}
         parts = [(topic, p) for topic, meta in sorted(metadata.topics.items())
                  if self.rules.is_data_topic(topic) and meta.error is None and (wanted is None or topic in wanted)
                  for p in sorted(meta.partitions)]
         starts = self.plan(parts)
+        self._landed.update({p: s for p, s in starts.items() if s is not None})
+        self._owned.update(p for p, s in starts.items() if s is not None)
         ends: dict[Part, int] = {}
         assignment: list[TopicPartition] = []
         for part, start in starts.items():
@@ -261,6 +299,8 @@ class Ingestor:
                 assignment.append(TopicPartition(part[0], part[1], start))
                 log.info("draining %s[%d] from offset %d to %d", part[0], part[1], start, high)
         if not assignment:
+            if probe is not None:
+                self._advance([probe], tables)
             self.consumer.close()
             self.lander.close()
             return self.report
@@ -276,6 +316,8 @@ class Ingestor:
                 if time.monotonic() > deadline:
                     raise ServiceError(f"ingest did not catch up within {timeout:.0f} s")
             self.flush()
+            if probe is not None:
+                self._advance([probe], tables)
         finally:
             _restore_signal_handlers(previous)
             self.consumer.close()
@@ -400,12 +442,43 @@ class Ingestor:
             batch.ends = {k: v for k, v in batch.ends.items() if k[0] != topic}
         self._hold([p for p in self._assigned if p[0] in topics])
 
+    # ------------------------------------------------------------------ freshness
+    def _advance(self, settled: list[progress.Probe], only: Collection[TableId] | None = None) -> None:
+        """Record, per table, the newest settled point it has landed past (never moving a table's point back)."""
+        self._probes = [*self._probes, *settled][-5:]
+        self._landed_moved = False
+        if not self._probes:
+            return
+        known = retrying("list the lake tables", self.policy, lambda: lake.lake_tables(self.catalog))
+        halted = {str(t) for t in self.report.halted}
+        topics = {t: self.rules.topic(t) for t in known
+                  if t.db != MARKER_DB and str(t) not in halted and (only is None or t in only)}
+        owned: Callable[[Part], bool] = lambda p: p in self._owned and p not in self._held  # noqa: E731
+        newest: dict[TableId, progress.Probe] = {}
+        for probe in self._probes:  # oldest first: a later point that is reached replaces an earlier one
+            for table in progress.through_tables(probe, topics, self._landed, owned):
+                if _order(probe.point.through) > self._through.get(table, (-1, 0)):
+                    newest[table] = probe
+        if newest:
+            recorded = retrying("read the landed points", self.policy, lambda: state.landed_through(self.catalog))
+            points = {t: p.point.through for t, p in newest.items()
+                      if t not in recorded or _order(p.point.through) > _order(recorded[t])}
+            retrying("record the landed points", self.policy, lambda: state.record_landed_through(self.catalog, points))
+            for t, p in newest.items():
+                self._through[t] = _order(p.point.through)
+            if points:
+                log.info("%d table(s) complete through the source position %s", len(points), next(iter(points.values())).position)
+        # a probe every table has passed is done; keep the newest ones for tables that have not (nor ever will)
+        self._probes = [p for p in self._probes if any(self._through.get(t, (-1, 0)) < _order(p.point.through) for t in topics)][-5:]
+
     # ------------------------------------------------------------------ flush
     def flush(self) -> None:
         """Land the batch (see `cdc.ingest.landing`), then commit the Kafka group offsets."""
         batch, self._batch = self._batch, Batch()
-        if batch.rows == 0:
+        if batch.rows == 0:  # only deletes' tombstones: nothing to land
             self.report.skipped += batch.skipped
+            self._landed.update(batch.ends)
+            self._landed_moved = True
             return
         s = self.settings.ingest
         failed = len(batch.failures)
@@ -421,6 +494,8 @@ class Ingestor:
             self._hold_recreated(batch, recreated)
         outcome = self.lander.land(batch, self._unanchored, self._topic_ids)
         self._account(batch, outcome)
+        self._landed.update({p: o for p, o in batch.ends.items() if p[0] not in outcome.held_topics})
+        self._landed_moved = True
         faults.point(faults.AFTER_COMMIT)  # landed in the lake, Kafka group offsets not yet committed
         committed = [TopicPartition(t, p, o) for (t, p), o in batch.ends.items()
                      if t not in outcome.held_topics and (t, p) in self._assigned]
@@ -442,6 +517,11 @@ class Ingestor:
         for table, halted in outcome.halted.items():
             self.report.halted[str(table)] = halted.reason
         self._hold([(t, p) for (t, p) in self._assigned if t in outcome.held_topics])
+
+
+def _order(point: state.Through) -> tuple[int, int]:
+    """Points compare by position, then by time (an idle source's point keeps its position, later)."""
+    return point.seq, point.ts_ms
 
 
 def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordinates,

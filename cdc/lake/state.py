@@ -128,3 +128,9 @@ def landed_through(catalog: Catalog) -> dict[TableId, Through]:
             db, table = json.loads(key.removeprefix(LANDED_THROUGH_PREFIX))
             out[TableId(db, table)] = Through.from_json(raw)
     return out
+
+
+def forget_landed_through(catalog: Catalog, table: TableId) -> None:
+    """Drop a table's landed point (its lake tables are gone)."""
+    if table in landed_through(catalog):
+        catalog.update_namespace_properties(STATE_NAMESPACE, removals={_key(table, LANDED_THROUGH_PREFIX)})

@@ -238,6 +238,7 @@ def forget(settings: Settings, tables: Sequence[TableId]) -> None:
             except NoSuchTableError:
                 pass
         state.clear_halt(catalog, t)
+        state.forget_landed_through(catalog, t)
     for db in sorted({t.db for t in tables}):
         try:
             catalog.drop_namespace(db)

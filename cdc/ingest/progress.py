@@ -1,0 +1,194 @@
+"""The freshness contract's yardstick: points in the source's history, and when a table has landed past one.
+
+A point is read at the source: its wall time first, then its binlog `file:pos` (every transaction committed
+before that time ends at or before it), then the GTID state at that position. Connect commits a source
+offset only once every record before it is acknowledged, and Debezium's offset names the transactions
+completed before the record; so once Connect's committed GTIDs cover the point's, every change before the
+point is in Kafka, below the end offsets of the topics read after that moment. A table's changelog is then
+complete through the point once its partitions have landed up to those end offsets.
+
+A source busy only with tables outside capture gives Connect no record to commit an offset with: after a
+short wait, marker transactions on the always-captured marker table move it on (as `cdc connectors`
+does). An idle source needs nothing: a point whose position has not moved since the previous one is
+covered by it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from cdc.config import Settings
+from cdc.connectors import committed_gtids, covers, gtid_position, write_markers
+from cdc.errors import ServiceError, TransientError
+from cdc.events.model import TableId
+from cdc.events.position import STREAM, BinlogPosition, binlog_file_index
+from cdc.ingest.watermarks import admin_client
+from cdc.lake.state import Through
+
+log = logging.getLogger(__name__)
+
+Part = tuple[str, int]
+MARKERS_AFTER_SECONDS = 2.0  # Connect commits offsets every second on the local stack; then write markers
+
+
+@dataclass(frozen=True)
+class SourcePoint:
+    file: str
+    pos: int
+    gtids: dict[int, int]
+    ts_ms: int
+
+    @property
+    def seq(self) -> int:
+        """The `_seq` of the point: every change before it has a smaller `_seq`."""
+        return BinlogPosition(STREAM, binlog_file_index(self.file), self.pos, 0).pack()
+
+    @property
+    def through(self) -> Through:
+        return Through(self.seq, f"{self.file}:{self.pos}", self.ts_ms)
+
+
+def read_point(settings: Settings) -> SourcePoint:
+    """The source's current point (needs REPLICATION CLIENT, which the admin user has)."""
+    from cdc.source import connect
+
+    ts_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)  # before the position: commits before it end at or below it
+    conn = connect(settings)
+    try:
+        cur = conn.cursor()
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+        if not row:
+            raise ServiceError(f"the source at {settings.mariadb.host}:{settings.mariadb.port} has no binary log (log_bin is off)")
+        file, pos = str(row[0]), int(row[1])
+        cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
+        gtid_row = cur.fetchone()
+    finally:
+        conn.close()
+    return SourcePoint(file, pos, gtid_position(str(gtid_row[0] or "")) if gtid_row else {}, ts_ms)
+
+
+def wait_covered(settings: Settings, point: SourcePoint, timeout: float, stop: threading.Event | None = None) -> bool:
+    """Wait until Connect has committed every transaction before `point` (markers when it does not move on
+    by itself). False when `stop` was set first; ServiceError after `timeout`."""
+    started = time.monotonic()
+    marked = False
+    have: dict[int, int] = {}
+    while stop is None or not stop.is_set():
+        have = committed_gtids(settings)
+        if covers(have, point.gtids):
+            return True
+        waited = time.monotonic() - started
+        if waited > timeout:
+            raise ServiceError(f"Debezium has not captured up to the source position {point.file}:{point.pos} (GTID "
+                               f"{point.gtids}) within {timeout:.0f} s (committed: {have}): is the connector running? "
+                               "(`cdc connectors status`)")
+        if not marked and waited > MARKERS_AFTER_SECONDS:
+            write_markers(settings)  # nothing captured moved since: give Connect a record to commit an offset with
+            marked = True
+        time.sleep(0.2)
+    return False
+
+
+def end_offsets(admin: AdminClient, topics: Mapping[str, Collection[int]], timeout: float = 10.0) -> dict[Part, int]:
+    """The next offset of every listed partition (one request for all)."""
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    request = {TopicPartition(t, p): latest for t, parts in topics.items() for p in parts}
+    if not request:
+        return {}
+    out: dict[Part, int] = {}
+    try:
+        for tp, future in admin.list_offsets(request, request_timeout=timeout).items():
+            out[(tp.topic, tp.partition)] = int(future.result().offset)
+    except Exception as exc:  # noqa: BLE001 - KafkaException and friends: Kafka is away or the topic went
+        raise TransientError(f"cannot read the end offsets of {len(topics)} topics: {exc}") from exc
+    return out
+
+
+def data_partitions(admin: AdminClient, is_data_topic: Callable[[str], bool], timeout: float = 10.0) -> dict[str, list[int]]:
+    """The partitions of every data topic in Kafka now."""
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - KafkaException: Kafka is away
+        raise TransientError(f"cannot list the topics: {exc}") from exc
+    return {t: sorted(m.partitions) for t, m in metadata.topics.items() if m.error is None and is_data_topic(t)}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A point every change before which is in Kafka below `ends`."""
+
+    point: SourcePoint
+    ends: dict[Part, int]
+
+
+def settle(settings: Settings, admin: AdminClient, is_data_topic: Callable[[str], bool], timeout: float,
+           stop: threading.Event | None = None, previous: SourcePoint | None = None) -> Probe | None:
+    """Read a point, wait until Connect covers it, then read the end offsets (None when stopped)."""
+    point = read_point(settings)
+    if previous is not None and (point.file, point.pos) == (previous.file, previous.pos):
+        pass  # nothing committed at the source since the previous point, which Connect covers already
+    elif not wait_covered(settings, point, timeout, stop):
+        return None
+    return Probe(point, end_offsets(admin, data_partitions(admin, is_data_topic)))
+
+
+def through_tables(probe: Probe, tables: Mapping[TableId, str], landed: Mapping[Part, int],
+                   owned: Callable[[Part], bool]) -> list[TableId]:
+    """Pure: the tables (with their topics) whose every partition this consumer owns has landed up to the
+    probe's end offsets. A table whose topic has partitions owned elsewhere is left to their owner; one whose
+    topic does not exist has no change in Kafka at all."""
+    out = []
+    for table, topic in tables.items():
+        parts = [p for p in probe.ends if p[0] == topic]
+        if not parts:
+            out.append(table)
+        elif all(owned(p) for p in parts) and all(landed.get(p, -1) >= probe.ends[p] for p in parts):
+            out.append(table)
+    return out
+
+
+class Prober:
+    """A background thread settling a probe every `interval` seconds; `take()` hands them over."""
+
+    def __init__(self, settings: Settings, is_data_topic: Callable[[str], bool], interval: float) -> None:
+        self._settings, self._is_data_topic, self._interval = settings, is_data_topic, interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._settled: list[Probe] = []
+        self._admin = admin_client(settings)
+        self._thread = threading.Thread(target=self._loop, name="cdc-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def take(self) -> list[Probe]:
+        with self._lock:
+            out, self._settled = self._settled, []
+        return out
+
+    def _loop(self) -> None:
+        previous: SourcePoint | None = None
+        while not self._stop.is_set():
+            try:
+                probe = settle(self._settings, self._admin, self._is_data_topic, max(60.0, 4 * self._interval), self._stop, previous)
+            except Exception as exc:  # noqa: BLE001 - a probe that fails only delays freshness: say so, try again
+                log.warning("could not read how far the source is captured (freshness not advanced): %s", exc)
+                probe = None
+            if probe is not None:
+                previous = probe.point
+                with self._lock:
+                    self._settled = [*self._settled[-4:], probe]
+            self._stop.wait(self._interval)
