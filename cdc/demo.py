@@ -263,10 +263,9 @@ def run(
         progress(f"  {statements} statements committed")
     finally:
         conn.close()
-    progress(f"waiting for Debezium to capture everything up to GTID {source_position(settings)}")
-    connectors.wait_captured(settings)
-    progress("landing changes into the Iceberg changelog tables (cdc ingest --until-caught-up)")
-    report = Ingestor(settings, catalog).drain()
+    progress(f"landing every change up to the source's position {source_position(settings)} into the Iceberg changelog "
+             "tables (cdc ingest --until-caught-up)")
+    report = Ingestor(settings, catalog).drain(through_source=True)
     progress(f"  {report.changes} changes landed in {report.commits} commits, {report.dead_letters} dead letters")
     progress("merging into the base tables with Spark (cdc merge)")
     from cdc.spark import session
