@@ -97,8 +97,7 @@ class Ingestor:
         self._consumed: dict[Part, int] = {}  # next offset per partition after what was polled
         self._landed: dict[Part, int] = {}  # next offset per partition after what the lake holds (or needs not)
         self._owned: set[Part] = set()  # partitions this consumer lands (drain: all it planned; run: its assignment)
-        self._probes: list[progress.Probe] = []  # settled source points some tables have not landed past yet
-        self._through: dict[TableId, tuple[int, int]] = {}  # (`_seq`, time) of the point recorded per table
+        self._freshness = progress.Freshness(catalog, self.policy)
         self._landed_moved = False  # since the last `_advance`
         self._topic_ids: dict[str, str] = {}  # Kafka topic id per topic when it was planned
         self._next_halt_check = 0.0
@@ -444,32 +443,15 @@ class Ingestor:
 
     # ------------------------------------------------------------------ freshness
     def _advance(self, settled: list[progress.Probe], only: Collection[TableId] | None = None) -> None:
-        """Record, per table, the newest settled point it has landed past (never moving a table's point back)."""
-        self._probes = [*self._probes, *settled][-5:]
+        """Record the points the tables this consumer lands (not halted, not the marker) have landed past."""
         self._landed_moved = False
-        if not self._probes:
+        if not self._freshness.pending(settled):
             return
         known = retrying("list the lake tables", self.policy, lambda: lake.lake_tables(self.catalog))
         halted = {str(t) for t in self.report.halted}
         topics = {t: self.rules.topic(t) for t in known
                   if t.db != MARKER_DB and str(t) not in halted and (only is None or t in only)}
-        owned: Callable[[Part], bool] = lambda p: p in self._owned and p not in self._held  # noqa: E731
-        newest: dict[TableId, progress.Probe] = {}
-        for probe in self._probes:  # oldest first: a later point that is reached replaces an earlier one
-            for table in progress.through_tables(probe, topics, self._landed, owned):
-                if _order(probe.point.through) > self._through.get(table, (-1, 0)):
-                    newest[table] = probe
-        if newest:
-            recorded = retrying("read the landed points", self.policy, lambda: state.landed_through(self.catalog))
-            points = {t: p.point.through for t, p in newest.items()
-                      if t not in recorded or _order(p.point.through) > _order(recorded[t])}
-            retrying("record the landed points", self.policy, lambda: state.record_landed_through(self.catalog, points))
-            for t, p in newest.items():
-                self._through[t] = _order(p.point.through)
-            if points:
-                log.info("%d table(s) complete through the source position %s", len(points), next(iter(points.values())).position)
-        # a probe every table has passed is done; keep the newest ones for tables that have not (nor ever will)
-        self._probes = [p for p in self._probes if any(self._through.get(t, (-1, 0)) < _order(p.point.through) for t in topics)][-5:]
+        self._freshness.advance(topics, self._landed, lambda p: p in self._owned and p not in self._held)
 
     # ------------------------------------------------------------------ flush
     def flush(self) -> None:
@@ -517,11 +499,6 @@ class Ingestor:
         for table, halted in outcome.halted.items():
             self.report.halted[str(table)] = halted.reason
         self._hold([(t, p) for (t, p) in self._assigned if t in outcome.held_topics])
-
-
-def _order(point: state.Through) -> tuple[int, int]:
-    """Points compare by position, then by time (an idle source's point keeps its position, later)."""
-    return point.seq, point.ts_ms
 
 
 def classify(rules: CaptureRules, max_bytes: int, raw: Raw, coords: KafkaCoordinates,

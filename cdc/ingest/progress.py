@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from pyiceberg.catalog import Catalog
 
 from cdc.config import Settings
 from cdc.connectors import committed_gtids, covers, gtid_position, write_markers
@@ -31,7 +32,9 @@ from cdc.errors import ServiceError, TransientError
 from cdc.events.model import TableId
 from cdc.events.position import STREAM, BinlogPosition, binlog_file_index
 from cdc.ingest.watermarks import admin_client
+from cdc.lake import state
 from cdc.lake.state import Through
+from cdc.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +195,41 @@ class Prober:
                 with self._lock:
                     self._settled = [*self._settled[-4:], probe]
             self._stop.wait(self._interval)
+
+
+def _order(point: Through) -> tuple[int, int]:
+    """Points compare by position, then by time (an idle source's point keeps its position, later)."""
+    return point.seq, point.ts_ms
+
+
+class Freshness:
+    """The settled probes some table has not landed past yet, and the point recorded per table (never moved back,
+    also not behind another consumer's)."""
+
+    def __init__(self, catalog: Catalog, policy: RetryPolicy) -> None:
+        self._catalog, self._policy = catalog, policy
+        self._probes: list[Probe] = []
+        self._through: dict[TableId, tuple[int, int]] = {}
+
+    def pending(self, settled: list[Probe]) -> bool:
+        """Take newly settled probes; whether any probe waits."""
+        self._probes = [*self._probes, *settled][-5:]
+        return bool(self._probes)
+
+    def advance(self, topics: Mapping[TableId, str], landed: Mapping[Part, int], owned: Callable[[Part], bool]) -> None:
+        newest: dict[TableId, Probe] = {}
+        for probe in self._probes:  # oldest first: a later point that is reached replaces an earlier one
+            for table in through_tables(probe, topics, landed, owned):
+                if _order(probe.point.through) > self._through.get(table, (-1, 0)):
+                    newest[table] = probe
+        if newest:
+            recorded = retrying("read the landed points", self._policy, lambda: state.landed_through(self._catalog))
+            points = {t: p.point.through for t, p in newest.items()
+                      if t not in recorded or _order(p.point.through) > _order(recorded[t])}
+            retrying("record the landed points", self._policy, lambda: state.record_landed_through(self._catalog, points))
+            for t, p in newest.items():
+                self._through[t] = _order(p.point.through)
+            if points:
+                log.info("%d table(s) complete through the source position %s", len(points), next(iter(points.values())).position)
+        # a probe every table has passed is done; keep the newest ones for tables that have not (nor ever will)
+        self._probes = [p for p in self._probes if any(self._through.get(t, (-1, 0)) < _order(p.point.through) for t in topics)]
