@@ -39,7 +39,7 @@ from cdc.retry import RetryPolicy, retrying
 log = logging.getLogger(__name__)
 
 Part = tuple[str, int]
-MARKERS_AFTER_SECONDS = 2.0  # Connect commits offsets every second on the local stack; then write markers
+MARKERS_AFTER_SECONDS = 5.0  # Connect commits offsets every second on the local stack (offset.flush.interval.ms)
 
 
 @dataclass(frozen=True)
