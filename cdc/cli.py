@@ -344,21 +344,44 @@ def bootstrap(ctx: click.Context, table: str, buckets: int | None, rebuild: bool
 @click.option("--all", "all_tables", is_flag=True, help="Merge every table that has a changelog.")
 @click.pass_context
 def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None:
-    """Fold changelog tables into base tables with Spark MERGE INTO."""
+    """Fold changelog tables into base tables through write-audit-publish (exit 1 when a gate fails).
+
+    Each table's MERGE writes an audit branch; the quality gate checks it; only a passing branch is published
+    to `main`. A failed gate keeps `main` as it was and the branch as evidence; the other tables go on.
+    """
     s = _settings(ctx)
     if all_tables == bool(tables):
         raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
     targets = _targets(_catalog(s), s, tables, all_tables, "merge")
     from cdc.spark import session
+    from spark_jobs.gate import GateReport
     from spark_jobs.merge import merge_table
 
     spark = session(s)
-    rows = []
+    quality_home = str((s.home / "quality").resolve())
+    o = _out(ctx)
+    rows, docs = [], None
+    failed: list[tuple[str, GateReport]] = []
     for t in targets:
-        r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days)
-        rows.append((r.table, "up to date" if r.skipped else "merged", r.changes, r.changelog_snapshot,
-                     "" if r.rows_after < 0 else r.rows_after, f"{r.seconds:.1f}"))
-    _out(ctx).table("merge", "merge", ["table", "result", "changes", "changelog snapshot", "rows", "seconds"], rows)
+        r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days,
+                        s.table_settings(t.db, t.table).expectations, quality_home)
+        gate = r.gate
+        rows.append((r.table, r.outcome, r.changes, r.changelog_snapshot, "" if r.rows_after < 0 else r.rows_after,
+                     "" if gate is None or r.published else gate.branch, f"{r.seconds:.1f}"))
+        if gate is not None:
+            docs = gate.docs or docs
+            if not r.published:
+                failed.append((r.table, gate))
+    o.table("merge", "merge", ["table", "result", "changes", "changelog snapshot", "rows", "evidence branch", "seconds"], rows)
+    for name, report in failed:
+        for c in report.checks:
+            if not c.success:
+                o.message(f"  {name}: gate check {c.check} failed: {c.observed}")
+    if docs:
+        o.message(f"Data Docs: {docs}")
+    if failed:
+        raise CheckFailed("the quality gate failed for " + ", ".join(
+            f"{name} ({', '.join(report.failed)}; main unchanged, evidence branch {report.branch})" for name, report in failed))
 
 
 # ------------------------------------------------------------------------------------------ check

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -163,6 +164,9 @@ class TableOverride(_Section):
     dropped_columns: Literal["drop", "keep"] = "drop"
     # TINYINT(1) columns that land as booleans (opt-in): any value other than 0/1 is dead-lettered
     booleans: list[str] = Field(default_factory=list)
+    # great-expectations expectation configurations the merge's gate checks on the audit branch:
+    # [{type: expect_column_values_to_be_between, kwargs: {column: amount, min_value: 0}}]
+    expectations: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("key")
     @classmethod
@@ -195,6 +199,16 @@ class Settings(BaseSettings):
     spark: SparkSettings = Field(default_factory=SparkSettings)  # type: ignore[arg-type]
     merge: MergeSettings = Field(default_factory=MergeSettings)  # type: ignore[arg-type]
     tables: dict[str, TableOverride] = Field(default_factory=dict)
+
+    @field_validator("tables")
+    @classmethod
+    def _expectations(cls, v: dict[str, TableOverride]) -> dict[str, TableOverride]:
+        for name, override in v.items():
+            for i, entry in enumerate(override.expectations):
+                problem = expectation_problem(entry)
+                if problem:
+                    raise ValueError(f"tables.{name}.expectations[{i}] {json.dumps(entry, default=str)}: {problem}")
+        return v
 
     @classmethod
     def settings_customise_sources(
@@ -258,6 +272,37 @@ class Settings(BaseSettings):
 
     def debezium_password(self) -> SecretStr:
         return self.secret(self.mariadb.debezium_password, "mariadb-debezium")
+
+
+_EXPECTATION_KEYS = frozenset({"type", "kwargs", "meta"})
+
+
+def expectation_problem(entry: Any) -> str | None:
+    """Why a declared expectation is not a valid great-expectations 1.x configuration, or None.
+
+    Builds the GX expectation class (unknown type, unknown or ill-typed kwargs are refused); GX is imported
+    only when some table declares an expectation (the import costs about 3 s).
+    """
+    if not isinstance(entry, dict) or "type" not in entry or not isinstance(entry["type"], str):
+        return "an expectation is a mapping with a `type` (and `kwargs`)"
+    if set(entry) - _EXPECTATION_KEYS:
+        return f"unknown keys {sorted(set(entry) - _EXPECTATION_KEYS)} (allowed: type, kwargs, meta)"
+    kwargs = entry.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return "`kwargs` must be a mapping"
+    with warnings.catch_warnings():  # GX 1.x imports deprecated stdlib modules (sre_constants)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from great_expectations.expectations.registry import get_expectation_impl
+
+    try:
+        impl = get_expectation_impl(entry["type"])
+    except Exception:  # noqa: BLE001 - GX raises its own error kinds for an unknown name
+        return f"unknown expectation type {entry['type']!r}"
+    try:
+        impl(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - pydantic's or GX's own; both mean bad kwargs
+        return f"bad kwargs for {entry['type']}: " + " ".join(str(exc).split())[:300]
+    return None
 
 
 def local_secret(home: Path, name: str) -> str:

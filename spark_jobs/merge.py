@@ -8,6 +8,11 @@ Exactly-once: every base commit records, in its snapshot summary, the changelog 
 folded in; the next run reads only changelog snapshots after it (an incremental read of appends).
 Changes apply only when newer than the row's `_seq`, so a re-run or a replayed change is a no-op.
 
+Write-audit-publish: the run writes audit branches (spark_jobs/gate_publish.py), the gate checks the
+base's branch (spark_jobs/gate.py), and only a passing branch is fast-forwarded onto `main`. The base
+commit also records the landing's `cdc.complete-through` point (read before the slice) and the truncate
+floor, so both publish with it. Exit code 1 when a gate fails (the other tables are still merged).
+
 Fault injection (the fault suite): `CDC_FAULT_POINT=<point>` SIGKILLs the driver at one of the
 points below, with the Spark JVM when the driver leads its process group (`cdc merge` started by the
 tests does). The hook is a few lines of os/signal on purpose: spark-submit ships no `cdc` package.
@@ -16,6 +21,7 @@ tests does). The hook is a few lines of os/signal on purpose: spark-submit ships
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -23,20 +29,31 @@ import signal
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
-    from spark_jobs import merge_sql as q
+    from spark_jobs import gate, gate_publish as wap, gate_sql as g, merge_sql as q
+    from spark_jobs.gate import GateReport
 except ImportError:  # pragma: no cover - spark-submit puts the file's folder on the path
+    import gate  # type: ignore[no-redef,import-not-found]
+    import gate_publish as wap  # type: ignore[no-redef,import-not-found]
+    import gate_sql as g  # type: ignore[no-redef,import-not-found]
     import merge_sql as q  # type: ignore[no-redef]
+    from gate import GateReport  # type: ignore[no-redef,import-not-found]
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
     CHANGELOG_ONLY,
     CHANGELOG_SUFFIX,
     COLUMN_DEFAULTS,
+    COMPLETE_THROUGH,
     FROZEN_COLUMNS,
+    LANDED_THROUGH_PREFIX,
     LATEST_VIEW,
     MERGED_UPTO,
     PROP_KEY as PRIMARY_KEY,
@@ -49,10 +66,16 @@ from cdc.lake.contract import (  # dependency-free: ship it with --py-files
 
 log = logging.getLogger("spark_jobs.merge")
 
+STATE_NAMESPACE = "cdc_state"  # = cdc.lake.state.STATE_NAMESPACE (that module needs pyiceberg)
+SNAPSHOT_PROPERTY = "spark.sql.iceberg.snapshot-property."  # + key: the session conf that tags the next commits
+
 FAULT_POINT_ENV = "CDC_FAULT_POINT"
-AFTER_FLOOR = "merge-after-floor"  # the truncate floor property is committed; the MERGE that deletes below it has not run
-AFTER_TOMBSTONES = "merge-after-tombstones"  # tombstones committed, the base MERGE not started
+AFTER_TOMBSTONES = "merge-after-tombstones"  # tombstones committed on their audit branch, the base MERGE not started
 IN_MERGE = "merge-in-merge"  # a Spark job of the base MERGE is running; the MERGE has not committed
+# the base commit on the audit branch recorded a truncate floor raised by the slice and deleted the rows below
+# it; nothing is published (main holds neither the floor nor the deletion)
+AFTER_FLOOR = "merge-after-floor"
+AFTER_PUBLISH = "merge-after-publish"  # the base's main fast-forwarded, its tombstones' main not yet
 
 
 def _fault_armed(point: str) -> bool:
@@ -107,6 +130,14 @@ class MergeResult:
     rows_after: int
     seconds: float
     skipped: bool = False
+    gate: GateReport | None = None
+    published: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.skipped:
+            return "up to date"
+        return "published" if self.published else "gate failed"
 
 
 def _current_snapshot(spark: SparkSession, ident: tuple[str, str, str]) -> int | None:
@@ -120,6 +151,17 @@ def _current_snapshot(spark: SparkSession, ident: tuple[str, str, str]) -> int |
 def _merged_upto(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     rows = spark.sql(q.merged_upto_sql(base, MERGED_UPTO)).collect()
     return int(rows[0][0]) if rows else None
+
+
+def complete_through(spark: SparkSession, catalog: str, db: str, table: str) -> str | None:
+    """The landing's complete-through point of the table's changelog (JSON as stored), or None. Read before
+    the changelog's current snapshot: every change below it is then in the slice this run reads."""
+    key = LANDED_THROUGH_PREFIX + json.dumps([db, table], ensure_ascii=False, separators=(",", ":"))
+    try:
+        rows = spark.sql(f"DESCRIBE NAMESPACE EXTENDED {q.qualified(catalog, STATE_NAMESPACE)}").collect()
+    except AnalysisException:  # no namespace yet: nothing landed a point
+        return None
+    return g.namespace_property([(str(r[0]), str(r[1])) for r in rows], key)
 
 
 def new_changes(spark: SparkSession, base: tuple[str, str, str], changelog: tuple[str, str, str]) -> tuple[int | None, int | None, Any]:
@@ -145,10 +187,30 @@ def _table_property(spark: SparkSession, ident: tuple[str, str, str], prop: str)
     return None
 
 
-def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombstone_days: int = 7) -> MergeResult:
-    """Merge one table; a no-op when the changelog has nothing new.
+def set_snapshot_properties(spark: SparkSession, props: dict[str, str]) -> None:
+    for k, v in props.items():
+        spark.conf.set(SNAPSHOT_PROPERTY + k, v)
 
-    Order matters for crash safety: tombstones first, then the base MERGE that records progress.
+
+def unset_snapshot_properties(spark: SparkSession, props: dict[str, str]) -> None:
+    for k in props:
+        spark.conf.unset(SNAPSHOT_PROPERTY + k)
+
+
+def record_on_branch(spark: SparkSession, base: tuple[str, str, str], branch: str, upto: int) -> None:
+    """When the write changed no row Iceberg made no snapshot: commit an empty append to the branch (it carries
+    the session's snapshot properties), so the branch's head records the merge's progress."""
+    if wap.head_summary(spark, base, branch, MERGED_UPTO) != str(upto):
+        spark.table(q.qualified(*base)).limit(0).writeTo(q.qualified(*g.on_branch(base, branch))).append()
+
+
+def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombstone_days: int = 7,
+                expectations: Sequence[Mapping[str, Any]] = (), quality_home: str | None = None) -> MergeResult:
+    """Merge one table through write-audit-publish; a no-op (nothing written) when the changelog has nothing new.
+
+    The tombstones MERGE and the base MERGE write audit branches of the same name; the gate checks the
+    branch; only a passing branch is published (base first, then its tombstones). A failing one leaves
+    `main` as it was and keeps the base branch as evidence; the next run redoes the slice from `main`.
     Every step is idempotent, so a run killed anywhere is repaired by running it again.
     """
     started = time.monotonic()
@@ -167,9 +229,11 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
             from spark_jobs.multiset import merge_multiset
         except ImportError:  # pragma: no cover - spark-submit
             from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
-        return merge_multiset(spark, catalog, db, table)
+        return merge_multiset(spark, catalog, db, table, expectations, quality_home)
+    wap.repair_tombstones(spark, base, tombstones)
+    through = complete_through(spark, catalog, db, table)
     upto, previous, changes = new_changes(spark, base, changelog)
-    if changes is None:
+    if changes is None or upto is None:
         return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
     # the landing evolves the base before the changelog, so a slice never carries a column the base lacks,
     # unless this run read a base schema older than the slice: then stop rather than leave the column NULL
@@ -181,84 +245,170 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
                            "(its schema changed while this merge started): run the merge again")
     carried = set(changes.columns)
     base_cols = [n for n in base_fields if n not in (SEQ, SOURCE_TS) and n in carried]
-    plan = _plan(spark, base, tombstones, key, base_cols)
-    floor, purge = _truncate_floor(spark, base, f"{db}.{table}")
+    dropped = wap.drop_stale(spark, base, tombstones)
+    if dropped:
+        log.info("merge %s.%s: dropped the audit branches of earlier runs %s", db, table, dropped)
+    branch = g.branch_name(upto, datetime.now(UTC))
+    wap.create(spark, base, branch)
+    wap.create(spark, tombstones, branch)
+    plan = _plan(spark, base, tombstones, key, base_cols, branch)
+    floor, raised, purge = _truncate_floor(spark, base, f"{db}.{table}")
     pending = q.pending_defaults_sql(plan)
     backfill = pending is not None and bool(spark.sql(pending).collect())
     latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
-    conf_key = f"spark.sql.iceberg.snapshot-property.{MERGED_UPTO}"
+    props = {MERGED_UPTO: str(upto)}
+    if through is not None:
+        props[COMPLETE_THROUGH] = through
+    if floor is not None:  # the floor publishes with the base commit that deletes below it
+        props[TRUNCATED_BEFORE] = str(floor)
     try:
         n_changes = latest.count()
         latest.createOrReplaceTempView(LATEST_VIEW)
         spark.sql(q.tombstones_sql(plan))
         _fault(AFTER_TOMBSTONES)
-        spark.conf.set(conf_key, str(upto))
-        log.info("merge %s.%s: MERGE started (changelog snapshot %s)%s", db, table, upto,
+        set_snapshot_properties(spark, props)
+        log.info("merge %s.%s: MERGE started on the audit branch %s (changelog snapshot %s)%s", db, table, branch, upto,
                  f", deleting the rows below the truncate floor {floor}" if purge else "")
         with _KillInMerge(spark):
             spark.sql(q.merge_sql(plan, purge_below=floor if purge else None, backfill=backfill))
-        if _merged_upto(spark, base) != upto:
-            # the MERGE changed no row, so Iceberg made no snapshot: record progress with an empty commit
-            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
+        record_on_branch(spark, base, branch, upto)
+        unset_snapshot_properties(spark, props)
+        if raised:
+            log.info("merge %s.%s: truncate floor recorded at _seq %d on the audit branch", db, table, floor)
+            _fault(AFTER_FLOOR)
+        gplan = g.GatePlan(base, branch, tombstones, LATEST_VIEW, key, bucket_spec(spark, base),
+                           floor if purge else None)
+        report = _gate(spark, f"{db}.{table}", gplan, changelog, plan, expectations, quality_home)
     finally:
-        spark.conf.unset(conf_key)
+        unset_snapshot_properties(spark, props)
         spark.catalog.dropTempView(SOURCE_VIEW)
         spark.catalog.dropTempView(LATEST_VIEW)
         latest.unpersist()
-    spark.sql(q.expire_tombstones_sql(plan, tombstone_days))
+    published = _publish(spark, catalog, report, base, tombstones)
+    if published:
+        spark.sql(q.expire_tombstones_sql(plan_main(plan, base, tombstones), tombstone_days))
     rows_after = spark.table(q.qualified(*base)).count()
-    result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started)
-    log.info("merged %s: %d keys changed from changelog snapshot %s, %d rows, %.1f s",
-             result.table, n_changes, upto, rows_after, result.seconds)
+    result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started,
+                         gate=report, published=published)
+    log.info("merge %s: %s, %d keys changed from changelog snapshot %s, %d rows on main, %.1f s",
+             result.table, result.outcome, n_changes, upto, rows_after, result.seconds)
     return result
 
 
+def plan_main(plan: q.MergePlan, base: tuple[str, str, str], tombstones: tuple[str, str, str]) -> q.MergePlan:
+    """The plan on `main` (for maintenance that runs after the publish)."""
+    return dataclasses.replace(plan, target=base, tombstones=tombstones)
+
+
+def _gate(spark: SparkSession, name: str, gplan: g.GatePlan, changelog: tuple[str, str, str], plan: q.MergePlan,
+          expectations: Sequence[Mapping[str, Any]], quality_home: str | None) -> GateReport:
+    """Every check of a keyed table on the audit branch (the merge's views still in place)."""
+    report = GateReport(name, gplan.branch, uuid.uuid4().hex)
+    frozen = json.loads(_table_property(spark, gplan.base, FROZEN_COLUMNS) or "{}")
+    checks, report.docs = gate.run_expectations(spark, name, gplan.base, gplan.branch,
+                                                 [*gate.key_expectations(gplan.key), *expectations], quality_home)
+    report.checks = [*checks, *gate.keyed_checks(spark, gplan),
+                     gate.schema_check(gate.columns_of(spark, g.on_branch(gplan.base, gplan.branch)),
+                                       gate.columns_of(spark, changelog), sorted(frozen))]
+    return report
+
+
+def _publish(spark: SparkSession, catalog: str, report: GateReport, base: tuple[str, str, str],
+             tombstones: tuple[str, str, str] | None) -> bool:
+    """Publish a passing branch (base, then its tombstones, then drop both); keep a failing one as evidence.
+    The results are written either way; MainMoved when `main` moved meanwhile (nothing published)."""
+    branch = report.branch
+    if not report.passed:
+        if tombstones is not None:
+            wap.drop(spark, tombstones, branch)
+        log.error("merge %s: the gate failed (%s); main is unchanged, the audit branch %s is kept",
+                  report.table, ", ".join(report.failed), branch)
+        gate.write_results(spark, catalog, report, published=False)
+        return False
+    try:
+        wap.publish(spark, base, branch)
+    except wap.MainMoved:
+        wap.drop(spark, base, branch)
+        if tombstones is not None:
+            wap.drop(spark, tombstones, branch)
+        gate.write_results(spark, catalog, report, published=False)
+        raise
+    _fault(AFTER_PUBLISH)
+    if tombstones is not None:
+        wap.publish(spark, tombstones, branch)
+        wap.drop(spark, tombstones, branch)
+    wap.drop(spark, base, branch)
+    gate.write_results(spark, catalog, report, published=True)
+    return True
+
+
+def bucket_spec(spark: SparkSession, base: tuple[str, ...]) -> tuple[int, str] | None:
+    """The base's `bucket(N, column)` partition field, from DESCRIBE TABLE."""
+    rows = spark.sql(f"DESCRIBE TABLE {q.qualified(*base)}").collect()
+    return g.bucket_of([str(r[1]) for r in rows if str(r[0]).startswith("Part ")])
+
+
 def _plan(spark: SparkSession, base: tuple[str, str, str], tombstones: tuple[str, str, str], key: tuple[str, ...],
-          columns: list[str]) -> q.MergePlan:
-    """The merge plan, with the schema-change bookkeeping the landing left on the base table."""
+          columns: list[str], branch: str) -> q.MergePlan:
+    """The merge plan on the audit branch, with the schema-change bookkeeping the landing left on the base table."""
     defaults_json = _table_property(spark, base, COLUMN_DEFAULTS)
     frozen_json = _table_property(spark, base, FROZEN_COLUMNS)
     defaults = json.loads(defaults_json) if defaults_json else {}
     frozen = json.loads(frozen_json) if frozen_json else {}
     return q.MergePlan(
-        base, tombstones, SOURCE_VIEW, key, tuple(columns),
+        g.on_branch(base, branch), g.on_branch(tombstones, branch), SOURCE_VIEW, key, tuple(columns),
         defaults=tuple(q.Default(c, int(d["below"]), q.default_literal(str(d["type"]), str(d["text"])))
                        for c, d in sorted(defaults.items()) if c in columns),
         frozen=tuple((c, int(s)) for c, s in sorted(frozen.items()) if c in columns),
     )
 
 
-def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> tuple[int | None, bool]:
-    """The newest truncate's position (persisted on the table, raised by a truncate in this slice), and
-    whether base rows below it remain: the MERGE then deletes them in its own commit.
+def recorded_floor(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
+    """The truncate floor `main` holds: in its newest base commit that records one (the table property of lakes
+    merged before write-audit-publish is read as well)."""
+    rows = spark.sql(q.merged_upto_sql(base, TRUNCATED_BEFORE)).collect()
+    legacy = _table_property(spark, base, TRUNCATED_BEFORE)
+    found = [int(v) for v in (rows[0][0] if rows else None, legacy) if v is not None]
+    return max(found) if found else None
 
-    Checked on every run while a floor stands (one probe, pruned by the files' `_seq` bounds): a run
-    killed after recording the floor leaves the rows, and the next run finds the floor already recorded.
+
+def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) -> tuple[int | None, bool, bool]:
+    """(the newest truncate's position, whether this slice raised it, whether base rows below it remain: the
+    MERGE then deletes them in its own commit, which records the floor in its summary and publishes with it).
+
+    Checked on every run while a floor stands (one probe, pruned by the files' `_seq` bounds).
     """
-    recorded = _table_property(spark, base, TRUNCATED_BEFORE)
-    floor = int(recorded) if recorded else None
+    floor = recorded_floor(spark, base)
     truncated = spark.sql(q.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
-    if truncated is not None and (floor is None or int(truncated) > floor):
+    raised = truncated is not None and (floor is None or int(truncated) > floor)
+    if raised:
         floor = int(truncated)
-        spark.sql(q.set_property_sql(base, TRUNCATED_BEFORE, str(floor)))
-        log.info("merge %s: truncate floor recorded at _seq %d", name, floor)
-        _fault(AFTER_FLOOR)
+        log.info("merge %s: a truncate in the slice raises the floor to _seq %d", name, floor)
     purge = floor is not None and bool(spark.sql(q.below_floor_sql(base, floor)).collect())
-    return floor, purge
+    return floor, raised, purge
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fold cdc changelog tables into their base tables.")
     parser.add_argument("--catalog", default="lake", help="Iceberg catalog name configured in the session")
     parser.add_argument("--tombstone-days", type=int, default=7, help="how long deletes block late, older changes")
+    parser.add_argument("--expectations", default="{}",
+                        help='declared expectations per table, JSON: {"db.table": [{"type": ..., "kwargs": {...}}]}')
+    parser.add_argument("--quality-home", default=None, help="folder of the GX project (Data Docs); none: not rendered")
     parser.add_argument("tables", nargs="+", help="DB.TABLE names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    declared = json.loads(args.expectations)
     spark = SparkSession.builder.appName("cdc-merge").getOrCreate()
+    failed = []
     for name in args.tables:
         db, _, table = name.partition(".")
-        merge_table(spark, args.catalog, db, table, args.tombstone_days)
-    return 0
+        result = merge_table(spark, args.catalog, db, table, args.tombstone_days, declared.get(name, ()), args.quality_home)
+        if result.gate is not None and not result.published:
+            failed.append(f"{name}: {', '.join(result.gate.failed)} (branch {result.gate.branch})")
+    for line in failed:
+        print(f"gate failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -53,8 +53,8 @@ class Default:
 class MergePlan:
     """What a merge needs to know about one table."""
 
-    target: tuple[str, str, str]  # catalog, namespace, table
-    tombstones: tuple[str, str, str]
+    target: tuple[str, ...]  # catalog, namespace, table (and `branch_<name>` to write an audit branch)
+    tombstones: tuple[str, ...]
     source_view: str
     key: tuple[str, ...]
     columns: tuple[str, ...]  # source columns of the base table, without _seq/_source_ts

@@ -13,20 +13,44 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 try:  # as a package (cdc merge) or as files (spark-submit)
-    from spark_jobs import merge_sql as q, multiset_sql as m
-    from spark_jobs.merge import MergeResult, _merged_upto, new_changes
+    from spark_jobs import gate, gate_publish as wap, gate_sql as g, merge_sql as q, multiset_sql as m
+    from spark_jobs.merge import (
+        MergeResult,
+        _publish,
+        complete_through,
+        new_changes,
+        record_on_branch,
+        set_snapshot_properties,
+        unset_snapshot_properties,
+    )
 except ImportError:  # pragma: no cover
+    import gate  # type: ignore[no-redef,import-not-found]
+    import gate_publish as wap  # type: ignore[no-redef,import-not-found]
+    import gate_sql as g  # type: ignore[no-redef,import-not-found]
     import merge_sql as q  # type: ignore[no-redef]
     import multiset_sql as m  # type: ignore[no-redef,import-not-found]
-    from merge import MergeResult, _merged_upto, new_changes  # type: ignore[no-redef,import-not-found]
+    from merge import (  # type: ignore[no-redef,import-not-found]
+        MergeResult,
+        _publish,
+        complete_through,
+        new_changes,
+        record_on_branch,
+        set_snapshot_properties,
+        unset_snapshot_properties,
+    )
 from cdc.lake.contract import (
     BOOTSTRAP_SEQ,
     CHANGELOG_SUFFIX,
     COLUMN_DEFAULTS,
+    COMPLETE_THROUGH,
     FROZEN_COLUMNS,
     MERGED_UPTO,
     SEQ,
@@ -54,33 +78,42 @@ def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
     return int(recorded) if recorded is not None else int(position)
 
 
-def _plan(spark: SparkSession, base: tuple[str, str, str], columns: tuple[str, ...]) -> m.MultisetPlan:
-    """The fold's plan, with the schema-change bookkeeping the landing left on the base table."""
+def _plan(spark: SparkSession, base: tuple[str, str, str], columns: tuple[str, ...], branch: str) -> m.MultisetPlan:
+    """The fold's plan on the audit branch, with the schema-change bookkeeping the landing left on the base table."""
     props = {str(r[0]): str(r[1]) for r in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*base)}").collect()}
     defaults = json.loads(props[COLUMN_DEFAULTS]) if props.get(COLUMN_DEFAULTS) else {}
     frozen = json.loads(props[FROZEN_COLUMNS]) if props.get(FROZEN_COLUMNS) else {}
     return m.MultisetPlan(
-        base, SOURCE_VIEW, columns,
+        g.on_branch(base, branch), SOURCE_VIEW, columns,
         defaults=tuple(q.Default(c, int(d["below"]), q.default_literal(str(d["type"]), str(d["text"])))
                        for c, d in sorted(defaults.items()) if c in columns),
         frozen=tuple(c for c in sorted(frozen) if c in columns),
     )
 
 
-def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> MergeResult:
-    """Fold the new changelog snapshots of a keyless table into its base; a no-op when there is nothing new."""
+def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str,
+                   expectations: Sequence[Mapping[str, Any]] = (), quality_home: str | None = None) -> MergeResult:
+    """Fold the new changelog snapshots of a keyless table into an audit branch of its base, check it, publish it
+    when the gate passes; a no-op (nothing written) when there is nothing new."""
     started = time.monotonic()
+    name = f"{db}.{table}"
     base, changelog = (catalog, db, table), (catalog, db, table + CHANGELOG_SUFFIX)
+    through = complete_through(spark, catalog, db, table)
     upto, previous, changes = new_changes(spark, base, changelog)
-    if changes is None:
-        return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
+    if changes is None or upto is None:
+        return MergeResult(name, upto, previous, 0, -1, time.monotonic() - started, skipped=True)
     order = [f.name for f in spark.table(q.qualified(*base)).schema.fields]
     columns = tuple(n for n in order if n not in (SEQ, SOURCE_TS))
-    plan = _plan(spark, base, columns)
-    props = [f"spark.sql.iceberg.snapshot-property.{p}" for p in (MERGED_UPTO, m.APPLIED_SEQ)]
+    wap.drop_stale(spark, base, base)
+    branch = g.branch_name(upto, datetime.now(UTC))
+    wap.create(spark, base, branch)
+    plan = _plan(spark, base, columns, branch)
+    props: dict[str, str] = {MERGED_UPTO: str(upto)}
+    if through is not None:
+        props[COMPLETE_THROUGH] = through
     try:
         if int(spark.sql(m.partitions_sql(SOURCE_VIEW)).collect()[0][0]) > 1:
-            raise ValueError(f"{db}.{table} has no key and its changes come from several Kafka partitions: their order "
+            raise ValueError(f"{name} has no key and its changes come from several Kafka partitions: their order "
                              "is lost; give its topic one partition (or the table a key) and rebuild it")
         applied = applied_seq(spark, base)
         found = spark.sql(m.truncate_seq_sql(SOURCE_VIEW)).collect()[0][0]
@@ -90,22 +123,30 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str) -> Me
         n_changes = int(spark.sql(f"SELECT COUNT(*) FROM {q.quote(m.SLICE_VIEW)}").collect()[0][0])
         keep_base = truncated is None or (applied is not None and truncated <= applied)
         now_applied = max((int(v) for v in (applied, truncated, newest) if v is not None), default=None)
-        # the new content, computed from the base as it stands, is materialized before it replaces the base
+        # the new content, computed from the base as it stands, is materialized before it replaces the branch's
         fold = spark.sql(m.fold_sql(plan, keep_base)).localCheckpoint()
         fold.createOrReplaceTempView(FOLD_VIEW)
-        spark.conf.set(props[0], str(upto))
         if now_applied is not None:
-            spark.conf.set(props[1], str(now_applied))
+            props[m.APPLIED_SEQ] = str(now_applied)
+        set_snapshot_properties(spark, props)
         spark.sql(m.overwrite_sql(plan, FOLD_VIEW, order))
-        if _merged_upto(spark, base) != upto:  # nothing to write, so no snapshot: record progress with an empty commit
-            spark.sql(f"DELETE FROM {q.qualified(*base)} WHERE false")
+        record_on_branch(spark, base, branch, upto)
+        unset_snapshot_properties(spark, props)
+        report = gate.GateReport(name, branch, uuid.uuid4().hex)
+        checks, report.docs = gate.run_expectations(spark, name, base, branch, list(expectations), quality_home) \
+            if expectations else ([], None)
+        frozen = [c for c in plan.frozen]
+        report.checks = [*checks, *gate.multiset_checks(spark, base, branch, m.SLICE_VIEW, keep_base),
+                         gate.schema_check(gate.columns_of(spark, g.on_branch(base, branch)),
+                                           gate.columns_of(spark, changelog), frozen)]
     finally:
-        for p in props:
-            spark.conf.unset(p)
+        unset_snapshot_properties(spark, props)
         for view in (SOURCE_VIEW, m.SLICE_VIEW, FOLD_VIEW):
             spark.catalog.dropTempView(view)
+    published = _publish(spark, catalog, report, base, None)
     rows_after = spark.table(q.qualified(*base)).count()
-    result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started)
-    log.info("merged %s (no key, as a multiset): %d changes from changelog snapshot %s, %d rows, %.1f s",
-             result.table, n_changes, upto, rows_after, result.seconds)
+    result = MergeResult(name, upto, previous, n_changes, rows_after, time.monotonic() - started,
+                         gate=report, published=published)
+    log.info("merge %s (no key, as a multiset): %s, %d changes from changelog snapshot %s, %d rows on main, %.1f s",
+             name, result.outcome, n_changes, upto, rows_after, result.seconds)
     return result

@@ -40,7 +40,7 @@ _REMOVED = "_cdc_removed"
 class MultisetPlan:
     """What the fold needs to know about one keyless table."""
 
-    target: tuple[str, str, str]  # catalog, namespace, table
+    target: tuple[str, ...]  # catalog, namespace, table (and `branch_<name>` to write an audit branch)
     source_view: str  # the changelog slice
     columns: tuple[str, ...]  # source columns of the base table, without _seq/_source_ts
     defaults: tuple[Default, ...] = ()  # added columns: rows older than the ADD read the default
