@@ -1,8 +1,18 @@
 """Airflow 3 DAGs that schedule the lakehouse side of the CDC pipeline.
 
-* ``cdc_merge`` (every 15 minutes): ``cdc merge --all`` folds the Iceberg changelog tables into
-  their base tables (Spark MERGE INTO), then ``cdc check --all`` compares the base tables with
-  their MariaDB sources row for row and exits non-zero on a difference.
+* ``cdc_merge`` (every 15 minutes): merge -> gate -> publish per table. ``cdc merge`` writes each
+  table's MERGE to an Iceberg audit branch, runs the quality gate on the branch and fast-forwards
+  ``main`` only when it passes; a failed gate leaves ``main`` untouched, keeps the branch as
+  evidence and exits 1, which fails the task. With ``CDC_MERGE_TABLES`` set there is one task per
+  table (``merge__<db>__<table>``), so one table's failed gate fails only its own task; without it,
+  one ``cdc merge --all`` task merges every table (the others are still published) and fails when
+  any gate failed. The three stages run inside one ``cdc merge`` process on purpose: they share one
+  Spark session (starting one costs ~15 s) and the slice the gate checks against (the merge's
+  latest-change view); split into three tasks each would start a session and recompute the slice,
+  and a publish task could run against a branch whose audit task was retried meanwhile.
+* ``cdc_reconcile`` (every 6 hours): ``cdc check`` reconciles the base tables with their MariaDB
+  sources at one consistent source position and exits non-zero on a difference. Slower than the
+  merge on purpose: it reads the sources.
 * ``cdc_ingest_watchdog`` (hourly): ``cdc status`` reads per-table progress from the lake; the run
   fails when it cannot (catalog or warehouse unreachable), and its log shows lag and dead letters.
 
@@ -14,9 +24,10 @@ on the worker's PATH.
 
 Environment read at parse time (all optional):
   CDC_MERGE_SCHEDULE     cron or preset for cdc_merge            (default ``*/15 * * * *``)
+  CDC_CHECK_SCHEDULE     cron or preset for cdc_reconcile        (default ``0 */6 * * *``)
   CDC_WATCHDOG_SCHEDULE  cron or preset for cdc_ingest_watchdog  (default ``@hourly``)
-  CDC_MERGE_TABLES       DB.TABLE names, space or comma separated, to merge and check instead of
-                         ``--all``
+  CDC_MERGE_TABLES       DB.TABLE names, space or comma separated, to merge (one task each) and
+                         check instead of ``--all``
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
 
 MERGE_SCHEDULE = os.environ.get("CDC_MERGE_SCHEDULE", "").strip() or "*/15 * * * *"
+CHECK_SCHEDULE = os.environ.get("CDC_CHECK_SCHEDULE", "").strip() or "0 */6 * * *"
 WATCHDOG_SCHEDULE = os.environ.get("CDC_WATCHDOG_SCHEDULE", "").strip() or "@hourly"
 
 # Letters, digits and _ only: no quoting, globbing, `$` expansion or Jinja can get through.
@@ -71,9 +83,15 @@ def cdc_task(task_id: str, command: str, timeout: timedelta) -> BashOperator:
 
 _START = datetime(2025, 1, 1, tzinfo=UTC)
 
+def merge_task_id(table: str) -> str:
+    """`merge__<db>__<table>` (task ids allow letters, digits, _, - and .; the name is already validated)."""
+    db, _, name = table.partition(".")
+    return f"merge__{db}__{name}"
+
+
 with DAG(
     dag_id="cdc_merge",
-    description="MERGE the changelog tables into the base tables, then compare them with the source",
+    description="Per table: MERGE into an audit branch, run the quality gate, publish to main only when it passes",
     schedule=MERGE_SCHEDULE,
     start_date=_START,
     catchup=False,
@@ -81,9 +99,22 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
     tags=["cdc"],
 ) as merge_dag:
-    merge = cdc_task("merge", f"cdc merge {TABLES}", timedelta(hours=1))
-    check = cdc_task("check", f"cdc check {TABLES}", timedelta(minutes=30))
-    merge >> check
+    if TABLES == "--all":
+        cdc_task("merge", "cdc merge --all", timedelta(hours=1))
+    else:
+        for name in TABLES.split():
+            cdc_task(merge_task_id(name), f"cdc merge {name}", timedelta(hours=1))
+
+with DAG(
+    dag_id="cdc_reconcile",
+    description="Reconcile the base tables with their sources at one consistent source position (`cdc check`)",
+    schedule=CHECK_SCHEDULE,
+    start_date=_START,
+    catchup=False,
+    max_active_runs=1,
+    tags=["cdc"],
+) as reconcile_dag:
+    cdc_task("check", f"cdc check {TABLES}", timedelta(hours=2))
 
 with DAG(
     dag_id="cdc_ingest_watchdog",

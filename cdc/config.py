@@ -342,7 +342,7 @@ class _YamlSource(PydanticBaseSettingsSource):
 # `CDC_*` variables the project reads itself (not settings): the settings file, fault points of the
 # tests, the Airflow DAG's knobs (its `cdc` subprocesses inherit them), a test knob, compose's .env
 OTHER_VARIABLES = frozenset({
-    "CDC_CONFIG", "CDC_FAULT_POINT", "CDC_FAULT_SKIP", "CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE",
+    "CDC_CONFIG", "CDC_FAULT_POINT", "CDC_FAULT_SKIP", "CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_CHECK_SCHEDULE",
     "CDC_MERGE_TABLES", "CDC_MODEL_EXAMPLES", "CDC_TOPIC_PREFIX", "CDC_INCLUDE_DATABASES", "CDC_WAREHOUSE_DIR",
 })
 _ENV_PREFIX = "CDC_"

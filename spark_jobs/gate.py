@@ -124,6 +124,9 @@ def _context(quality_home: str | None) -> Any:
     return context
 
 
+logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines echo its config files
+
+
 def key_expectations(key: Sequence[str]) -> list[dict[str, Any]]:
     """The built-in key checks as GX expectation configurations."""
     found: list[dict[str, Any]] = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": k}} for k in key]

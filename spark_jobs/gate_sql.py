@@ -64,8 +64,8 @@ def drop_branch_sql(table: Sequence[str], branch: str) -> str:
 
 def fast_forward_sql(table: Sequence[str], branch: str) -> str:
     """Move `main` to the branch's head in one metadata commit; refused when `main` is not its ancestor."""
-    catalog, *name = table
-    return (f"CALL {quote(catalog)}.system.fast_forward({_literal('.'.join(quote(p) for p in name))}, 'main', "
+    catalog = table[0]  # the table named with its catalog: a bare `db.t` is first tried as catalog `db` (logged)
+    return (f"CALL {quote(catalog)}.system.fast_forward({_literal('.'.join(quote(p) for p in table))}, 'main', "
             f"{_literal(check_branch(branch))})")
 
 

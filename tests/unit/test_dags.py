@@ -17,7 +17,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "airflow_dags"
 DAG_FILE = DAGS_DIR / "cdc_merge.py"
-DAG_ENV = ("CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_MERGE_TABLES")
+DAG_ENV = ("CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_MERGE_TABLES", "CDC_CHECK_SCHEDULE")
 # What a DAG file must never pull in at parse time: the engines and clients the tasks use.
 HEAVY = ("pyspark", "pyiceberg", "confluent_kafka", "cdc", "spark_jobs", "great_expectations",
          "mysql", "pandas", "pyarrow", "fastavro")
@@ -55,22 +55,27 @@ def load_dag_module(name: str) -> ModuleType:
 def test_dag_files_parse_without_errors_or_warnings(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
     assert dagbag.captured_warnings == {}
-    assert set(dagbag.dag_ids) == {"cdc_merge", "cdc_ingest_watchdog"}
+    assert set(dagbag.dag_ids) == {"cdc_merge", "cdc_reconcile", "cdc_ingest_watchdog"}
 
 
 def test_merge_dag(dagbag: Any) -> None:
+    """One `cdc merge` task: merge -> gate -> publish inside it; a failed gate exits 1 and fails the task."""
     dag = dagbag.dags["cdc_merge"]
     assert dag.schedule == "*/15 * * * *"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    assert dag.task_ids == ["merge", "check"]
-    merge, check = dag.get_task("merge"), dag.get_task("check")
-    assert merge.upstream_task_ids == set()
-    assert merge.downstream_task_ids == {"check"}
-    assert check.upstream_task_ids == {"merge"}
-    assert check.downstream_task_ids == set()
-    assert merge.bash_command == "cdc merge --all"
-    assert check.bash_command == "cdc check --all"
+    assert dag.task_ids == ["merge"]
+    assert dag.get_task("merge").bash_command == "cdc merge --all"
+    assert "gate" in (dag.description or "")
+
+
+def test_reconcile_dag_runs_on_a_slower_schedule(dagbag: Any) -> None:
+    dag = dagbag.dags["cdc_reconcile"]
+    assert dag.schedule == "0 */6 * * *"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.task_ids == ["check"]
+    assert dag.get_task("check").bash_command == "cdc check --all"
 
 
 def test_watchdog_dag(dagbag: Any) -> None:
@@ -83,7 +88,7 @@ def test_watchdog_dag(dagbag: Any) -> None:
 
 
 def test_tasks_inherit_the_worker_environment_and_fail_on_any_exit_code(dagbag: Any) -> None:
-    for dag_id in ("cdc_merge", "cdc_ingest_watchdog"):
+    for dag_id in ("cdc_merge", "cdc_reconcile", "cdc_ingest_watchdog"):
         for task in dagbag.dags[dag_id].tasks:
             assert task.task_type == "BashOperator"
             assert task.append_env is True, task.task_id  # CDC_* settings reach `cdc`
@@ -96,12 +101,18 @@ def test_tasks_inherit_the_worker_environment_and_fail_on_any_exit_code(dagbag: 
 def test_schedule_and_tables_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDC_MERGE_SCHEDULE", "*/5 * * * *")
     monkeypatch.setenv("CDC_WATCHDOG_SCHEDULE", "@daily")
+    monkeypatch.setenv("CDC_CHECK_SCHEDULE", "@daily")
     monkeypatch.setenv("CDC_MERGE_TABLES", "shop.orders, shop.order_items")
     module = load_dag_module("cdc_merge_env_override")
     assert module.merge_dag.schedule == "*/5 * * * *"
     assert module.watchdog_dag.schedule == "@daily"
-    assert module.merge_dag.get_task("merge").bash_command == "cdc merge shop.orders shop.order_items"
-    assert module.merge_dag.get_task("check").bash_command == "cdc check shop.orders shop.order_items"
+    assert module.reconcile_dag.schedule == "@daily"
+    # one task per table, independent: one table's failed gate fails only its task
+    assert sorted(module.merge_dag.task_ids) == ["merge__shop__order_items", "merge__shop__orders"]
+    assert module.merge_dag.get_task("merge__shop__orders").bash_command == "cdc merge shop.orders"
+    assert module.merge_dag.get_task("merge__shop__orders").upstream_task_ids == set()
+    assert module.merge_dag.get_task("merge__shop__order_items").bash_command == "cdc merge shop.order_items"
+    assert module.reconcile_dag.get_task("check").bash_command == "cdc check shop.orders shop.order_items"
 
 
 @pytest.mark.parametrize(
