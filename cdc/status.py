@@ -26,6 +26,7 @@ from cdc.ingest.commit import landed_offsets
 from cdc.lake import catalog as lake, state
 from cdc.lake.contract import COMPLETE_THROUGH
 from cdc.lake.state import Through
+from cdc.quality.gate_results import GateSummary, last_gate
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class TableStatus:
     complete_through: Through | None = None  # of the base
     landed_through: Through | None = None  # of the changelog
     kafka_lag: int | None = None  # messages in Kafka after what the lake recorded; None: unknown
+    gate: GateSummary | None = None  # the newest quality-gate run of its merges
     reason: str | None = None
     remedy: str | None = None
 
@@ -139,7 +141,9 @@ def table_status(settings: Settings, catalog: Catalog | None = None,
     statuses = [_table(catalog, t, points.get(t)) for t in known]
     for table in sorted(set(halted) - set(known), key=str):  # halted before its lake tables were created
         statuses.append(TableStatus(table, str(table), "halted"))
+    gates = last_gate(catalog)
     for s in statuses:
+        s.gate = gates.get(s.table_id)
         h = halted.get(s.table_id)
         if h is not None:
             s.state, s.reason, s.remedy = "halted", h.reason, h.remedy
@@ -164,6 +168,15 @@ def stale(statuses: list[TableStatus], max_lag_seconds: float, now_ms: int) -> l
     return out
 
 
+def gate_text(g: GateSummary | None) -> str:
+    """Pure: the gate column of `cdc status`."""
+    if g is None:
+        return "-"
+    if g.passed:
+        return "passed" if g.published else "passed, not published"
+    return f"FAILED: {', '.join(g.failed_checks)} (evidence: branch {g.branch})"
+
+
 def as_json(s: TableStatus, now_ms: int) -> dict[str, Any]:
     """Pure: one table's status as `cdc status --output json` prints it."""
     def point(p: Through | None) -> dict[str, Any] | None:
@@ -176,5 +189,9 @@ def as_json(s: TableStatus, now_ms: int) -> dict[str, Any]:
         "table": s.table, "state": s.state, "complete_through": point(s.complete_through),
         "landed_through": point(s.landed_through), "kafka_lag": s.kafka_lag, "unmerged": s.unmerged,
         "changelog_rows": s.changelog_rows, "base_rows": s.base_rows, "offsets": json.dumps(s.offsets, separators=(",", ":")),
-        "last_landed": when(s.last_landed_ms), "last_merge": when(s.last_merge_ms), "reason": s.reason, "remedy": s.remedy,
+        "last_landed": when(s.last_landed_ms), "last_merge": when(s.last_merge_ms),
+        "last_gate": None if s.gate is None else {
+            "passed": s.gate.passed, "failed_checks": list(s.gate.failed_checks), "branch": s.gate.branch,
+            "checked_at": s.gate.checked_at.isoformat(), "published": s.gate.published},
+        "reason": s.reason, "remedy": s.remedy,
     }
