@@ -113,15 +113,21 @@ def import_gx() -> Any:
     return great_expectations
 
 
+_CONTEXTS: dict[str | None, Any] = {}
+
+
 def _context(quality_home: str | None) -> Any:
-    gx = import_gx()
-    if quality_home is None:
-        context = gx.get_context(mode="ephemeral")
-    else:
-        os.makedirs(quality_home, exist_ok=True)
-        context = gx.get_context(mode="file", project_root_dir=quality_home)
-    context.variables.progress_bars = {"globally": False}
-    return context
+    """One GX context per project folder per process (an ephemeral one when there is none: no Data Docs)."""
+    if quality_home not in _CONTEXTS:
+        gx = import_gx()
+        if quality_home is None:
+            context = gx.get_context(mode="ephemeral")
+        else:
+            os.makedirs(quality_home, exist_ok=True)
+            context = gx.get_context(mode="file", project_root_dir=quality_home)
+        context.variables.progress_bars = {"globally": False}
+        _CONTEXTS[quality_home] = context
+    return _CONTEXTS[quality_home]
 
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines echo its config files
@@ -186,29 +192,19 @@ def run_expectations(spark: SparkSession, table: str, ident: Sequence[str], bran
     docs = None
     if quality_home is not None:
         context.build_data_docs()
-        docs = _docs_page(context, result)
+        docs = _docs_page(context)
     return checks, docs
 
 
-def _docs_page(context: Any, result: Any) -> str | None:
-    """The local path of this validation's Data Docs page (else the site's index)."""
+def _docs_page(context: Any) -> str | None:
+    """The local path of the Data Docs site's index (it links every validation run, newest first)."""
     from urllib.parse import unquote, urlsplit
 
-    try:
-        urls = context.get_docs_sites_urls(resource_identifier=result.meta.get("validation_id") and _identifier(result))
-    except Exception:  # noqa: BLE001 - the index is a fine answer; the page is a convenience
-        urls = context.get_docs_sites_urls()
-    for site in urls:
+    for site in context.get_docs_sites_urls():
         url = site.get("site_url")
         if url and url.startswith("file://"):
             return unquote(urlsplit(url).path)
     return None
-
-
-def _identifier(result: Any) -> Any:
-    from great_expectations.data_context.types.resource_identifiers import ValidationResultIdentifier
-
-    return ValidationResultIdentifier.from_object(result)
 
 
 # ---- results -------------------------------------------------------------------------------------------------

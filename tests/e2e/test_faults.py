@@ -208,11 +208,11 @@ def test_connect_killed_during_a_100k_row_transaction(stack: Settings, spark: An
 @pytest.mark.parametrize("point", ["merge-after-tombstones", "merge-in-merge", "merge-after-floor"])
 def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any, point: str) -> None:
     """Row 8: kill -9 `cdc merge` (its process group: driver and Spark JVM) at a named fault point of the
-    merge job, then re-run the merge. `merge-after-tombstones`: the tombstones committed, the base MERGE
-    not started. `merge-in-merge`: while a Spark job of the base MERGE runs. `merge-after-floor`: a
-    TRUNCATE's floor is recorded on the table, the rows below it are not deleted yet. Each time `main` is
-    unchanged after the kill, and the re-run publishes once (one commit with its bookkeeping) and makes
-    source == base."""
+    merge job, then re-run the merge. `merge-after-tombstones`: the tombstones committed on their audit branch,
+    the base MERGE not started. `merge-in-merge`: while a Spark job of the base MERGE runs. `merge-after-floor`:
+    the base commit on the audit branch recorded a TRUNCATE's floor and deleted the rows below it, nothing is
+    published. Each time `main` of the base and of the tombstones is unchanged after the kill (bookkeeping never
+    ahead of the base), and the re-run publishes once (one commit with its bookkeeping) and makes source == base."""
     from cdc.lake.contract import TRUNCATED_BEFORE
 
     db = _db()
@@ -237,28 +237,85 @@ def test_spark_driver_killed_mid_merge_then_rerun(stack: Settings, spark: Any, p
     fault = out.index(f"fault point {point}: SIGKILL")
     print("\n".join(line for line in out.splitlines() if f"merge {db}.a:" in line or "fault point" in line))
     started = out.find(f"merge {db}.a: MERGE started")
-    if point == "merge-in-merge":
-        assert -1 < started < fault, out[-3000:]
-        assert "of the MERGE run (not committed)" in out[fault:], out[-3000:]
-    else:
+    if point == "merge-after-tombstones":
         assert started == -1, out[-3000:]
+    else:
+        assert -1 < started < fault, out[-3000:]
+    if point == "merge-in-merge":
+        assert "of the MERGE run (not committed)" in out[fault:], out[-3000:]
+    catalog = lake.open_catalog(stack)
+    base = catalog.load_table(lake.base_name(table))
+    branch = _audit_branch(base)
     if point == "merge-after-floor":
         assert -1 < out.find(f"merge {db}.a: truncate floor recorded at _seq") < fault, out[-3000:]
-    else:  # the killed run committed its tombstones (the slice has deletes) before it died
-        assert _snapshot_of(stack, lake.tombstones_name(table)) != tombstones_before
-    base = lake.open_catalog(stack).load_table(lake.base_name(table))
+        # the window: the branch's head records the floor and holds no row below it; main has neither
+        head = base.snapshot_by_name(branch)
+        assert head is not None
+        assert head.summary is not None
+        floor = int(head.summary.additional_properties[TRUNCATED_BEFORE])
+        assert TRUNCATED_BEFORE not in base.properties
+        assert any(s < floor for s in _seqs(base)), "no row below the floor on main: the kill missed the window"
+    else:  # the killed run committed its tombstones (the slice has deletes) to their audit branch only
+        tombstones = catalog.load_table(lake.tombstones_name(table))
+        head = tombstones.snapshot_by_name(branch)
+        assert head is not None
+        assert head.snapshot_id != tombstones_before
+    assert _snapshot_of(stack, lake.tombstones_name(table)) == tombstones_before  # bookkeeping not ahead of the base
     assert _snapshot_of(stack, lake.base_name(table)) == before  # main unchanged: no partial publish
-    if point == "merge-after-floor":
-        # the window: the floor is on the table, the rows it removes are still in main
-        floor = int(base.properties[TRUNCATED_BEFORE])
-        assert any(s < floor for s in _seqs(base)), "no row below the recorded floor: the kill missed the window"
     assert_oracle(stack, spark, db, ("a",))  # the re-run (in this process) folds everything in, once
     base = lake.open_catalog(stack).load_table(lake.base_name(table))
     published = list(itertools.takewhile(lambda snap: snap.snapshot_id != before, lake.ancestors(base)))
     assert len(published) == 1, [snap.summary for snap in published]
     assert lake.MERGED_UPTO in published[0].summary.additional_properties
+    assert [r for r in base.refs() if r != "main"] == []  # the killed run's branches are gone
     if point == "merge-after-floor":
+        assert published[0].summary.additional_properties[TRUNCATED_BEFORE] == str(floor)
         assert all(s >= floor for s in _seqs(base))
+
+
+def test_merge_killed_between_the_base_publish_and_the_tombstones_publish(stack: Settings, spark: Any) -> None:
+    """`merge-after-publish`: the base's main is fast-forwarded to the audit branch, its tombstones' main is not.
+    The next run publishes the leftover tombstones branch before anything else (its base reached main), and the
+    lake ends equal to the source with the deletes' tombstones in place."""
+    db = _db()
+    table = TableId(db, "a")
+    create_tables(stack, db, ("a",))
+    write_some(stack, db, random.Random(30), 80, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    merge_table(spark, stack.catalog.name, db, "a")
+    write_some(stack, db, random.Random(31), 60, ("a",))
+    wait_captured(stack, db, ("a",))
+    Ingestor(stack, lake.open_catalog(stack)).drain()
+    base_before = _snapshot_of(stack, lake.base_name(table))
+    tombstones_before = _snapshot_of(stack, lake.tombstones_name(table))
+    merge = cdc_process(["merge", f"{db}.a"], CDC_FAULT_POINT="merge-after-publish")
+    out = merge.communicate(timeout=600)[0].decode(errors="replace")
+    assert merge.returncode == -signal.SIGKILL, out[-3000:]
+    _assert_group_gone(merge.pid)
+    catalog = lake.open_catalog(stack)
+    base = catalog.load_table(lake.base_name(table))
+    tombstones = catalog.load_table(lake.tombstones_name(table))
+    branch = _audit_branch(base)
+    head = tombstones.snapshot_by_name(branch)
+    # the window: the base is published (main is the branch's head), its tombstones are not
+    assert _snapshot_of(stack, lake.base_name(table)) != base_before
+    assert base.current_snapshot().snapshot_id == base.snapshot_by_name(branch).snapshot_id
+    assert _snapshot_of(stack, lake.tombstones_name(table)) == tombstones_before
+    assert head is not None
+    assert head.snapshot_id != tombstones_before
+    merge_table(spark, stack.catalog.name, db, "a")  # nothing new to merge: it only repairs
+    tombstones = lake.open_catalog(stack).load_table(lake.tombstones_name(table))
+    assert tombstones.current_snapshot().snapshot_id == head.snapshot_id
+    assert [r for r in tombstones.refs() if r != "main"] == []
+    assert [r for r in lake.open_catalog(stack).load_table(lake.base_name(table)).refs() if r != "main"] == []
+    assert_oracle(stack, spark, db, ("a",))
+
+
+def _audit_branch(table: Any) -> str:
+    branches = [name for name in table.refs() if name.startswith("audit_")]
+    assert len(branches) == 1, branches
+    return branches[0]
 
 
 def _truncate(settings: Settings, db: str, table: str) -> None:
