@@ -63,26 +63,31 @@ def _branches(spark: Any, settings: Settings, table: TableId) -> list[str]:
 def test_a_declared_expectation_stops_the_publish_until_the_source_is_fixed(
         stack: Settings, spark: Any, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     db = f"wap_{uuid.uuid4().hex[:8]}"
-    table = TableId(db, "a")
+    table, other = TableId(db, "a"), TableId(db, "b")
     env = {"CDC_TABLES": json.dumps({str(table): {"expectations": [
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "amount", "min_value": 0}}]}})}
-    create_tables(stack, db, ("a",))
+    create_tables(stack, db, ("a", "b"))
     try:
-        execute(stack, *(f"INSERT INTO `{db}`.a VALUES ({i}, {i}, {i}.5, 'x')" for i in range(1, 6)))
+        execute(stack, *(f"INSERT INTO `{db}`.{t} VALUES ({i}, {i}, {i}.5, 'x')" for i in range(1, 6) for t in "ab"))
         _land(stack, table)
-        code, out = _cdc(["merge", str(table)], capfd, monkeypatch, env)
+        _land(stack, other)
+        code, out = _cdc(["merge", str(table), str(other)], capfd, monkeypatch, env)
         assert code == 0, out
         assert "published" in out
-        before = _main(stack, table)
+        before, other_before = _main(stack, table), _main(stack, other)
 
-        execute(stack, f"INSERT INTO `{db}`.a VALUES (6, 6, -5, 'negative')", f"DELETE FROM `{db}`.a WHERE id = 2")
+        execute(stack, f"INSERT INTO `{db}`.a VALUES (6, 6, -5, 'negative')", f"DELETE FROM `{db}`.a WHERE id = 2",
+                f"INSERT INTO `{db}`.b VALUES (6, 6, -5, 'no expectation here')")
         _land(stack, table)
-        code, out = _cdc(["merge", str(table)], capfd, monkeypatch, env)
+        _land(stack, other)
+        code, out = _cdc(["merge", str(table), str(other)], capfd, monkeypatch, env)
         print(out)
         assert code == 1, out
         assert "gate failed" in out
         assert f"gate check {BETWEEN} failed: 1 unexpected of 5" in out
         assert _main(stack, table) == before  # main untouched
+        assert _main(stack, other) != other_before  # the other table was still merged and published
+        assert compare_table(stack, lake.open_catalog(stack), other).equal
         branches = _branches(spark, stack, table)
         assert len(branches) == 1, branches
         assert branches[0].startswith("audit_")
@@ -112,7 +117,7 @@ def test_a_declared_expectation_stops_the_publish_until_the_source_is_fixed(
         assert compare_table(stack, lake.open_catalog(stack), table).equal
         assert last_gate(lake.open_catalog(stack))[table].passed
     finally:
-        forget(stack, [table])
+        forget(stack, [table, other])
 
 
 def test_built_in_checks_catch_rows_written_behind_the_merge(
@@ -143,5 +148,43 @@ def test_built_in_checks_catch_rows_written_behind_the_merge(
         assert _main(stack, table) == before
         failed = last_gate(lake.open_catalog(stack))[table].failed_checks
         assert failed == ("expect_column_values_to_be_unique(id)", "no_resurrected_key")
+    finally:
+        forget(stack, [table])
+
+
+def test_main_moved_during_the_audit_publishes_nothing(stack: Settings, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer commits to main after the audit branch was made: the fast-forward is refused, the branch is
+    dropped, the run fails with a clear message and nothing of the slice is published; a re-run merges it."""
+    from spark_jobs import gate_publish
+    from spark_jobs.gate_publish import MainMoved
+    from spark_jobs.merge import merge_table
+
+    db = f"wap_{uuid.uuid4().hex[:8]}"
+    table = TableId(db, "a")
+    create_tables(stack, db, ("a",))
+    base = f"{stack.catalog.name}.`{db}`.a"
+    try:
+        execute(stack, *(f"INSERT INTO `{db}`.a VALUES ({i}, {i}, {i}, 'x')" for i in range(1, 4)))
+        _land(stack, table)
+        assert merge_table(spark, stack.catalog.name, db, "a").published
+        execute(stack, f"INSERT INTO `{db}`.a VALUES (4, 4, 4, 'y')")
+        _land(stack, table)
+        publish = gate_publish.publish
+
+        def concurrent_commit_then_publish(spark_: Any, ident: Any, branch: str) -> None:
+            if ident[2] == "a":  # a real commit to main by someone else, between the audit and the publish
+                spark.sql(f"DELETE FROM {base} WHERE id = 3")
+            publish(spark_, ident, branch)
+
+        monkeypatch.setattr(gate_publish, "publish", concurrent_commit_then_publish)
+        with pytest.raises(MainMoved, match=r"main moved while the audit branch audit_\d+_\d{14} was written"):
+            merge_table(spark, stack.catalog.name, db, "a")
+        monkeypatch.undo()
+        assert _branches(spark, stack, table) == []
+        assert _branches(spark, stack, TableId(db, "a_tombstones")) == []
+        assert [r[0] for r in spark.sql(f"SELECT id FROM {base} ORDER BY id").collect()] == [1, 2]  # the slice is not in
+        spark.sql(f"INSERT INTO {base} SELECT 3, 3, 3, 'x', _seq, _source_ts FROM {base} WHERE id = 2")  # undo the rogue delete
+        assert merge_table(spark, stack.catalog.name, db, "a").published
+        assert [r[0] for r in spark.sql(f"SELECT id FROM {base} ORDER BY id").collect()] == [1, 2, 3, 4]
     finally:
         forget(stack, [table])
