@@ -18,7 +18,9 @@ from cdc.events.model import TableId
 from cdc.ingest.consumer import Ingestor
 from cdc.ingest.progress import read_point
 from cdc.lake import catalog as lake, state
+from cdc.lake.contract import COMPLETE_THROUGH
 from cdc.source import connect, quote_ident
+from spark_jobs.merge import merge_table
 from tests.e2e.faults_support import execute, forget
 
 
@@ -44,7 +46,7 @@ def _tables(db: str, *names: str) -> list[TableId]:
     return [TableId(db, n) for n in names]
 
 
-def test_until_caught_up_lands_what_the_source_committed_before_it_started(stack: Settings) -> None:
+def test_until_caught_up_lands_what_the_source_committed_before_it_started(stack: Settings, spark: Any) -> None:
     db = f"fr_{uuid.uuid4().hex[:8]}"
     (table,) = _tables(db, "t")
     q = f"{quote_ident(db)}.t"
@@ -78,6 +80,9 @@ def test_until_caught_up_lands_what_the_source_committed_before_it_started(stack
         point = state.landed_through(catalog)[table]
         assert point.seq >= before.seq
         assert point.ts_ms >= before.ts_ms
+        merge_table(spark, stack.catalog.name, db, "t")  # the base commit carries the point the slice is complete through
+        summary = lake.open_catalog(stack).load_table(lake.base_name(table)).current_snapshot().summary
+        assert state.Through.from_json(summary.additional_properties[COMPLETE_THROUGH]) == point
     finally:
         forget(stack, [table])
 
