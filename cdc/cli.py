@@ -355,16 +355,24 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
     targets = _targets(_catalog(s), s, tables, all_tables, "merge")
     from cdc.spark import session
     from spark_jobs.gate import GateReport
+    from spark_jobs.gate_publish import MainMoved
     from spark_jobs.merge import merge_table
 
     spark = session(s)
     quality_home = str((s.home / "quality").resolve())
     o = _out(ctx)
-    rows, docs = [], None
+    rows: list[tuple[object, ...]] = []
+    docs = None
     failed: list[tuple[str, GateReport]] = []
+    moved: list[MainMoved] = []
     for t in targets:
-        r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days,
-                        s.table_settings(t.db, t.table).expectations, quality_home)
+        try:
+            r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days,
+                            s.table_settings(t.db, t.table).expectations, quality_home)
+        except MainMoved as conflict:  # another writer committed to main meanwhile: nothing published, the rest goes on
+            rows.append((str(t), "main moved: not published", "", "", "", "", ""))
+            moved.append(conflict)
+            continue
         gate = r.gate
         rows.append((r.table, r.outcome, r.changes, r.changelog_snapshot, "" if r.rows_after < 0 else r.rows_after,
                      "" if gate is None or r.published else gate.branch, f"{r.seconds:.1f}"))
@@ -379,9 +387,13 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
                 o.message(f"  {name}: gate check {c.check} failed: {c.observed}")
     if docs:
         o.message(f"Data Docs: {docs}")
+    for message in map(str, moved):
+        o.message(f"  {message}")
     if failed:
         raise CheckFailed("the quality gate failed for " + ", ".join(
             f"{name} ({', '.join(report.failed)}; main unchanged, evidence branch {report.branch})" for name, report in failed))
+    if moved:
+        raise moved[0]
 
 
 # ------------------------------------------------------------------------------------------ check

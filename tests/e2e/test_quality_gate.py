@@ -148,6 +148,13 @@ def test_built_in_checks_catch_rows_written_behind_the_merge(
         assert _main(stack, table) == before
         failed = last_gate(lake.open_catalog(stack))[table].failed_checks
         assert failed == ("expect_column_values_to_be_unique(id)", "no_resurrected_key")
+        # the spark-submit entry point redoes the unpublished slice from main, fails the same way, exits 1
+        from spark_jobs.merge import main as spark_submit_main
+
+        assert spark_submit_main(["--catalog", stack.catalog.name, str(table)]) == 1
+        assert "gate failed: " + str(table) + ": expect_column_values_to_be_unique(id), no_resurrected_key" in capfd.readouterr().err
+        assert _main(stack, table) == before
+        assert len(_branches(spark, stack, table)) == 1  # the newer evidence replaced the older
     finally:
         forget(stack, [table])
 
