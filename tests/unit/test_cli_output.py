@@ -123,14 +123,41 @@ def test_check_json_and_text(orders: Any, capsys: pytest.CaptureFixture[str], mo
 def test_merge_json(orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import cdc.spark
     import spark_jobs.merge
+    from spark_jobs.gate import CheckResult, GateReport
 
+    report = GateReport("shop.orders", "audit_42_20261126070000", "r1", [CheckResult("schema", True, "1 source columns match")],
+                        docs="/home/q/gx/uncommitted/data_docs/local_site/index.html")
     monkeypatch.setattr(cdc.spark, "session", lambda s: object())
-    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days: SimpleNamespace(
-        table=f"{db}.{table}", skipped=False, changes=5, changelog_snapshot=42, rows_after=3, seconds=1.25))
+    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home:
+                        spark_jobs.merge.MergeResult(f"{db}.{table}", 42, 41, 5, 3, 1.25, gate=report, published=True))
     code, out, err = run(["merge", "--all", "--output", "json"], capsys)
     assert code == 0, err
-    assert json.loads(out) == {"merge": [{"table": "shop.orders", "result": "merged", "changes": 5, "changelog snapshot": 42,
-                                          "rows": 3, "seconds": "1.2"}]}
+    assert json.loads(out) == {
+        "merge": [{"table": "shop.orders", "result": "published", "changes": 5, "changelog snapshot": 42, "rows": 3,
+                   "evidence branch": "", "seconds": "1.2"}],
+        "messages": ["Data Docs: /home/q/gx/uncommitted/data_docs/local_site/index.html"]}
+
+
+def test_merge_exits_1_naming_each_failed_check_and_the_evidence_branch(
+        orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import cdc.spark
+    import spark_jobs.merge
+    from spark_jobs.gate import CheckResult, GateReport
+
+    report = GateReport("shop.orders", "audit_42_20261126070000", "r1", [
+        CheckResult("expect_column_values_to_be_between(amount)", False, "1 unexpected of 5, e.g. [-5]"),
+        CheckResult("conservation", False, "bucket 3: expected 5, found 6"), CheckResult("schema", True, "")])
+    monkeypatch.setattr(cdc.spark, "session", lambda s: object())
+    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home:
+                        spark_jobs.merge.MergeResult(f"{db}.{table}", 42, 41, 5, 3, 1.25, gate=report, published=False))
+    code, out, err = run(["merge", "shop.orders"], capsys)
+    assert code == 1, err
+    assert "gate failed" in out
+    assert "audit_42_20261126070000" in out
+    assert "shop.orders: gate check expect_column_values_to_be_between(amount) failed: 1 unexpected of 5, e.g. [-5]" in out
+    assert "shop.orders: gate check conservation failed: bucket 3: expected 5, found 6" in out
+    assert err.strip() == ("error: the quality gate failed for shop.orders (expect_column_values_to_be_between(amount), "
+                           "conservation; main unchanged, evidence branch audit_42_20261126070000)")
 
 
 def test_bootstrap_json(home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
