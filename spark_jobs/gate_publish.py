@@ -35,11 +35,6 @@ def audit_branches(spark: SparkSession, table: Ident) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in spark.sql(g.refs_sql(table)).collect() if str(r[0]).startswith(g.AUDIT_PREFIX)}
 
 
-def main_snapshot(spark: SparkSession, table: Ident) -> int | None:
-    rows = [r for r in spark.sql(g.refs_sql(table)).collect() if r[0] == "main"]
-    return int(rows[0][1]) if rows else None
-
-
 def create(spark: SparkSession, table: Ident, branch: str) -> None:
     spark.sql(g.create_branch_sql(table, branch))
 

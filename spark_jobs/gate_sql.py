@@ -146,19 +146,6 @@ def _fn(plan: GatePlan, alias: str) -> str:
     return f"{quote(plan.base[0])}.system.bucket({int(plan.bucket[0])}, {alias}.{quote(plan.bucket[1])})"
 
 
-def null_keys_sql(plan: GatePlan) -> str:
-    """How many rows of the branch have a NULL key column."""
-    nulls = " OR ".join(f"{quote(k)} IS NULL" for k in plan.key)
-    return f"SELECT COUNT(*) FROM {qualified(*on_branch(plan.base, plan.branch))} WHERE {nulls}"
-
-
-def duplicate_keys_sql(plan: GatePlan) -> str:
-    """How many keys the branch holds more than once."""
-    keys = ", ".join(quote(k) for k in plan.key)
-    return (f"SELECT COUNT(*) FROM (SELECT {keys} FROM {qualified(*on_branch(plan.base, plan.branch))} "
-            f"GROUP BY {keys} HAVING COUNT(*) > 1)")
-
-
 def resurrected_sql(plan: GatePlan) -> str:
     """How many rows of the branch have a tombstone newer than the row (a deleted key come back)."""
     on = " AND ".join(f"t.{quote(k)} = d.{quote(k)}" for k in plan.key)
