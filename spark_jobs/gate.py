@@ -149,8 +149,13 @@ def expectation_name(config: Mapping[str, Any]) -> str:
     return f"{config['type']}({target})" if target else str(config["type"])
 
 
-def build_expectation(config: Mapping[str, Any]) -> Any:
-    """A GX expectation object from `{type, kwargs}` (raises on an unknown type or bad kwargs)."""
+CHECK_META = "cdc_check"  # meta key of each expectation we build: its index in the configured list
+
+
+def build_expectation(config: Mapping[str, Any], index: int | None = None) -> Any:
+    """A GX expectation object from `{type, kwargs}` (raises on an unknown type or bad kwargs). `index`, the
+    expectation's place in the configured list, goes into its meta: GX does not return results in suite order
+    (those that raised come first), so each result is matched to its configuration by this id."""
     import_gx()
     from great_expectations.expectations.registry import get_expectation_impl
 
@@ -158,7 +163,60 @@ def build_expectation(config: Mapping[str, Any]) -> Any:
     kwargs = dict(config.get("kwargs") or {})
     # the description is what Data Docs renders: it names the check as the results table and `cdc merge` do
     kwargs.setdefault("description", f"{expectation_name(config)}: {dict(config.get('kwargs') or {})}")
+    if index is not None:
+        kwargs["meta"] = {**(kwargs.get("meta") or {}), CHECK_META: index}
     return impl(**kwargs)
+
+
+def _observed(outcome: Any) -> str:
+    observed = outcome.result or {}
+    if "unexpected_count" in observed:
+        shown = f"{observed.get('unexpected_count')} unexpected of {observed.get('element_count')}"
+        sample = observed.get("partial_unexpected_list") or []
+        if sample:
+            shown += f", e.g. {sample[:5]}"
+    else:
+        shown = str(observed.get("observed_value", observed))
+    errors = _exception_messages(outcome.exception_info)
+    if errors:
+        shown = "error: " + "; ".join(errors)
+    return shown
+
+
+def _exception_messages(info: Any) -> list[str]:
+    """The messages of what raised: `exception_info` is one record, or (GX 1.x, a metric that raised) a dict
+    of records keyed by metric."""
+    if not isinstance(info, Mapping):
+        return []
+    if "raised_exception" in info:
+        return [str(info.get("exception_message"))] if info.get("raised_exception") else []
+    return sorted({m for v in info.values() for m in _exception_messages(v)})
+
+
+def label_results(outcomes: Sequence[Any], expectations: Sequence[Mapping[str, Any]]) -> list[CheckResult]:
+    """One check per configured expectation, in configured order, each from the GX result whose expectation
+    carries its index (`build_expectation`), never by position. A configured expectation without exactly one
+    result fails; so does a result that names no configured expectation."""
+    by_index: dict[int, list[Any]] = {}
+    stray: list[Any] = []
+    for outcome in outcomes:
+        index = (outcome.expectation_config.meta or {}).get(CHECK_META)
+        if isinstance(index, int) and 0 <= index < len(expectations):
+            by_index.setdefault(index, []).append(outcome)
+        else:
+            stray.append(outcome)
+    checks = []
+    for i, config in enumerate(expectations):
+        found = by_index.get(i, [])
+        if len(found) != 1:
+            checks.append(CheckResult(expectation_name(config), False,
+                                      f"{len(found)} results from great-expectations" if found else "no result from great-expectations",
+                                      "great-expectations"))
+        else:
+            checks.append(CheckResult(expectation_name(config), bool(found[0].success), _observed(found[0]), "great-expectations"))
+    checks += [CheckResult(str(o.expectation_config.type), False, "a result for no configured expectation", "great-expectations")
+               for o in stray]
+    return checks
 
 
 def run_expectations(spark: SparkSession, table: str, ident: Sequence[str], branch: str,
@@ -172,23 +230,11 @@ def run_expectations(spark: SparkSession, table: str, ident: Sequence[str], bran
     asset = next((a for a in source.assets if a.name == table), None) or source.add_dataframe_asset(name=table)
     batch = next((b for b in asset.batch_definitions if b.name == "branch"), None) or \
         asset.add_batch_definition_whole_dataframe("branch")
-    suite = gx.ExpectationSuite(name=table, expectations=[build_expectation(e) for e in expectations])
+    suite = gx.ExpectationSuite(name=table, expectations=[build_expectation(e, i) for i, e in enumerate(expectations)])
     suite = context.suites.add_or_update(suite)
     definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=table, data=batch, suite=suite))
     result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    checks = []
-    for outcome, config in zip(result.results, expectations, strict=True):
-        observed = outcome.result or {}
-        if "unexpected_count" in observed:
-            shown = f"{observed.get('unexpected_count')} unexpected of {observed.get('element_count')}"
-            sample = observed.get("partial_unexpected_list") or []
-            if sample:
-                shown += f", e.g. {sample[:5]}"
-        else:
-            shown = str(observed.get("observed_value", observed))
-        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            shown = f"error: {outcome.exception_info.get('exception_message')}"
-        checks.append(CheckResult(expectation_name(config), bool(outcome.success), shown, "great-expectations"))
+    checks = label_results(result.results, expectations)
     docs = None
     if quality_home is not None:
         context.build_data_docs()

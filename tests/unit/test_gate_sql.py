@@ -177,3 +177,50 @@ def test_declared_expectations_load() -> None:
     settings = load_settings(tables={"shop.orders": {"expectations": [entry]}})
     assert settings.table_settings("shop", "orders").expectations == [entry]
     assert settings.table_settings("shop", "other").expectations == []
+
+
+def test_gx_results_are_named_by_their_expectation_not_by_position() -> None:
+    """GX 1.x returns the expectations that raised first: each result is named by the id its expectation carries."""
+    import pandas as pd
+
+    from spark_jobs.gate import build_expectation, import_gx, label_results
+
+    gx = import_gx()
+    configs = [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "id"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "amount", "min_value": 0}},  # no such column
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "id", "max_value": 2}},  # same name, other kwargs
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "id", "max_value": 9, "meta": {"mine": 1}}},
+    ]
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = {"globally": False}
+    batch = ctx.data_sources.add_pandas("p").add_dataframe_asset("t").add_batch_definition_whole_dataframe("b")
+    suite = ctx.suites.add(gx.ExpectationSuite(name="t", expectations=[build_expectation(c, i) for i, c in enumerate(configs)]))
+    run = ctx.validation_definitions.add(gx.ValidationDefinition(name="t", data=batch, suite=suite))
+    result = run.run(batch_parameters={"dataframe": pd.DataFrame({"id": [1, 2, 3]})})
+    assert result.results[0].expectation_config.type == "expect_column_values_to_be_between"  # GX did reorder
+    checks = label_results(result.results, configs)
+    assert [(c.check, c.success) for c in checks] == [
+        ("expect_column_values_to_not_be_null(id)", True),
+        ("expect_column_values_to_be_unique(id)", True),
+        ("expect_column_values_to_be_between(amount)", False),
+        ("expect_column_values_to_be_between(id)", False),
+        ("expect_column_values_to_be_between(id)", True),
+    ]
+    assert checks[2].observed.startswith("error: ")
+    assert checks[3].observed.startswith("1 unexpected of 3")
+
+
+def test_a_configured_expectation_without_a_result_fails_the_gate() -> None:
+    from types import SimpleNamespace
+
+    from spark_jobs.gate import CHECK_META, label_results
+
+    configs = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}},
+               {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "id"}}]
+    only = SimpleNamespace(expectation_config=SimpleNamespace(meta={CHECK_META: 1}, type="expect_column_values_to_be_unique"),
+                           result={"unexpected_count": 0, "element_count": 3}, success=True, exception_info={})
+    assert [(c.check, c.success, c.observed) for c in label_results([only], configs)] == [
+        ("expect_column_values_to_not_be_null(id)", False, "no result from great-expectations"),
+        ("expect_column_values_to_be_unique(id)", True, "0 unexpected of 3")]
