@@ -24,7 +24,7 @@ from cdc.ingest import dlq
 from cdc.ingest.capture import MARKER_DB, CaptureRules
 from cdc.ingest.commit import landed_offsets
 from cdc.lake import catalog as lake, state
-from cdc.lake.contract import COMPLETE_THROUGH
+from cdc.lake.contract import BOOTSTRAP_POSITION, COMPLETE_THROUGH
 from cdc.lake.state import Through
 from cdc.quality.gate_results import GateSummary, last_gate
 
@@ -91,13 +91,15 @@ def _table(catalog: Catalog, table: TableId, landed: Through | None) -> TableSta
     out.base_rows = _rows(base)
     merged_upto: int | None = None
     base_through: Through | None = None
+    published = False  # a bootstrap or a merge has published the base (a first bootstrap still running has not)
     for snap in lake.ancestors(base):
         props = snap.summary.additional_properties if snap.summary else {}
+        published = published or bool(props.get(lake.MERGED_UPTO) or props.get(BOOTSTRAP_POSITION))
         if merged_upto is None and props.get(lake.MERGED_UPTO):
             merged_upto, out.last_merge_ms = int(props[lake.MERGED_UPTO]), snap.timestamp_ms
         if base_through is None and props.get(COMPLETE_THROUGH):
             base_through = Through.from_json(props[COMPLETE_THROUGH])
-        if merged_upto is not None and base_through is not None:
+        if merged_upto is not None and base_through is not None and published:
             break
     unmerged = 0
     for snap in lake.ancestors(changelog):
@@ -106,7 +108,7 @@ def _table(catalog: Catalog, table: TableId, landed: Through | None) -> TableSta
         if snap.summary is not None:
             unmerged += int(snap.summary.additional_properties.get("added-records", "0"))
     out.unmerged = unmerged
-    caught_up = cl_snap is None or cl_snap.snapshot_id == merged_upto
+    caught_up = published and (cl_snap is None or cl_snap.snapshot_id == merged_upto)
     out.complete_through = _later(base_through, landed if caught_up else None)
     return out
 

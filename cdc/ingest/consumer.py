@@ -276,7 +276,8 @@ class Ingestor:
         """
         probe = None
         if through_source:
-            probe = progress.settle(self.settings, self.admin, self.rules.is_data_topic, timeout)
+            settled = progress.settle(self.settings, self.admin, self.rules.is_data_topic, timeout)
+            probe = settled[0] if settled is not None else None
             if probe is not None:
                 log.info("catching up with the source's position %s:%d", probe.point.file, probe.point.pos)
         metadata = self.consumer.list_topics(timeout=10)
@@ -377,6 +378,7 @@ class Ingestor:
         if start is None:
             self._hold([part])
             return
+        self._landed[part] = start  # what the lake holds of it now (a recreated topic starts again)
         try:
             self.consumer.seek(TopicPartition(part[0], part[1], start))
         except KafkaException as exc:  # no longer ours (a rebalance): its next owner plans it from the lake
@@ -406,6 +408,7 @@ class Ingestor:
             start = starts[part]
             if start is None:
                 continue
+            self._landed[part] = start  # the rebuilt table's offsets, not the old topic's
             try:
                 self.consumer.seek(TopicPartition(part[0], part[1], start))
                 self.consumer.resume([TopicPartition(part[0], part[1])])
@@ -449,8 +452,8 @@ class Ingestor:
             return
         known = retrying("list the lake tables", self.policy, lambda: lake.lake_tables(self.catalog))
         halted = {str(t) for t in self.report.halted}
-        topics = {t: self.rules.topic(t) for t in known
-                  if t.db != MARKER_DB and str(t) not in halted and (only is None or t in only)}
+        topics = {t: self.rules.topic(t) for t in known  # a table outside capture has no topic: it is not "all landed"
+                  if t.db != MARKER_DB and self.rules.captured(t) and str(t) not in halted and (only is None or t in only)}
         self._freshness.advance(topics, self._landed, lambda p: p in self._owned and p not in self._held)
 
     # ------------------------------------------------------------------ flush

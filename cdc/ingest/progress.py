@@ -1,36 +1,38 @@
 """The freshness contract's yardstick: points in the source's history, and when a table has landed past one.
 
-A point is read at the source: its wall time first, then its binlog `file:pos` (every transaction committed
+A point is read at the source: its clock (NOW()) first, then its binlog `file:pos` (every transaction committed
 before that time ends at or before it), then the GTID state at that position. Connect commits a source
 offset only once every record before it is acknowledged, and Debezium's offset names the transactions
 completed before the record; so once Connect's committed GTIDs cover the point's, every change before the
 point is in Kafka, below the end offsets of the topics read after that moment. A table's changelog is then
 complete through the point once its partitions have landed up to those end offsets.
 
-A source busy only with tables outside capture gives Connect no record to commit an offset with: after a
-short wait, marker transactions on the always-captured marker table move it on (as `cdc connectors`
-does). An idle source needs nothing: a point whose position has not moved since the previous one is
-covered by it.
+Debezium's offset names the transactions completed before its record, so the last transaction before a quiet
+moment (or one touching only tables outside capture) is covered only by a later record: after a few seconds
+the probe commits markers A and B on the always-captured marker table, and takes the point after A. Later
+points where nothing but B happened since are covered already (a marker carries no table data), so an idle
+source gets markers once, not on every probe. A change that went to the dead-letter table counts as landed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from pyiceberg.catalog import Catalog
 
 from cdc.config import Settings
-from cdc.connectors import committed_gtids, covers, gtid_position, write_markers
+from cdc.connectors import MARKER_TABLE, committed_gtids, covers, gtid_position
 from cdc.errors import ServiceError, TransientError
 from cdc.events.model import TableId
 from cdc.events.position import STREAM, BinlogPosition, binlog_file_index
+from cdc.ingest.capture import MARKER_DB
 from cdc.ingest.watermarks import admin_client
 from cdc.lake import state
 from cdc.lake.state import Through
@@ -59,46 +61,91 @@ class SourcePoint:
         return Through(self.seq, f"{self.file}:{self.pos}", self.ts_ms)
 
 
+def _point(cur: Any, host: str) -> SourcePoint:
+    # the source's clock, read before the position: a transaction committed before that time ends at or below it
+    cur.execute("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
+    ts_row = cur.fetchone()
+    cur.execute("SHOW MASTER STATUS")
+    row = cur.fetchone()
+    if not row or not ts_row:
+        raise ServiceError(f"the source at {host} has no binary log (log_bin is off)")
+    file, pos = str(row[0]), int(row[1])
+    cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
+    gtid_row = cur.fetchone()
+    if not gtid_row or gtid_row[0] is None:  # '' is a server that never committed; NULL a position it cannot map
+        raise TransientError(f"the source at {host} cannot map {file}:{pos} to GTIDs (binlog rotated or purged meanwhile)")
+    return SourcePoint(file, pos, gtid_position(str(gtid_row[0])), int(ts_row[0]))
+
+
 def read_point(settings: Settings) -> SourcePoint:
     """The source's current point (needs REPLICATION CLIENT, which the admin user has)."""
     from cdc.source import connect
 
-    ts_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)  # before the position: commits before it end at or below it
+    conn = connect(settings)
+    try:
+        return _point(conn.cursor(), f"{settings.mariadb.host}:{settings.mariadb.port}")
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Covered:
+    """A point Connect has committed every transaction before, and the GTID state that still means nothing but
+    our own marker came after it (None: no marker written)."""
+
+    point: SourcePoint
+    quiet: dict[int, int] | None = None
+
+
+def _markers(settings: Settings) -> Covered:
+    """Commit marker A, take the point after it, commit marker B; B's record gives Connect an offset that covers
+    that point. When B directly follows the point, a later point with B as its only newer transaction is as
+    complete as this one (a marker carries no table data): that is `quiet`."""
+    from cdc.source import connect
+
     conn = connect(settings)
     try:
         cur = conn.cursor()
-        cur.execute("SHOW MASTER STATUS")
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARKER_DB}")
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_DB}.{MARKER_TABLE} (id INT PRIMARY KEY, token BIGINT NOT NULL)")
+        marker = f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)"  # noqa: S608 - constants
+        cur.execute(marker, (time.time_ns(),))
+        conn.commit()
+        point = _point(cur, f"{settings.mariadb.host}:{settings.mariadb.port}")
+        cur.execute(marker, (time.time_ns(),))
+        conn.commit()
+        cur.execute("SELECT @@last_gtid")
         row = cur.fetchone()
-        if not row:
-            raise ServiceError(f"the source at {settings.mariadb.host}:{settings.mariadb.port} has no binary log (log_bin is off)")
-        file, pos = str(row[0]), int(row[1])
-        cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
-        gtid_row = cur.fetchone()
     finally:
         conn.close()
-    return SourcePoint(file, pos, gtid_position(str(gtid_row[0] or "")) if gtid_row else {}, ts_ms)
+    quiet = None
+    for domain, seq in gtid_position(str(row[0]) if row and row[0] else "").items():
+        if point.gtids.get(domain, 0) + 1 == seq:  # B is the next transaction after the point in its domain
+            quiet = {**point.gtids, domain: seq}
+    return Covered(point, quiet)
 
 
-def wait_covered(settings: Settings, point: SourcePoint, timeout: float, stop: threading.Event | None = None) -> bool:
-    """Wait until Connect has committed every transaction before `point` (markers when it does not move on
-    by itself). False when `stop` was set first; ServiceError after `timeout`."""
+def wait_covered(settings: Settings, point: SourcePoint, timeout: float, stop: threading.Event | None = None) -> Covered | None:
+    """Wait until Connect has committed every transaction before `point`. Debezium's offset names the
+    transactions completed before its record, so the last one before an idle moment is never covered by itself:
+    after a few seconds, markers give it a later record (and a later point). None when `stop` was set first;
+    ServiceError after `timeout`."""
     started = time.monotonic()
-    marked = False
+    covered = Covered(point)
     have: dict[int, int] = {}
     while stop is None or not stop.is_set():
         have = committed_gtids(settings)
-        if covers(have, point.gtids):
-            return True
+        if covers(have, covered.point.gtids):
+            return covered
         waited = time.monotonic() - started
         if waited > timeout:
             raise ServiceError(f"Debezium has not captured up to the source position {point.file}:{point.pos} (GTID "
                                f"{point.gtids}) within {timeout:.0f} s (committed: {have}): is the connector running? "
                                "(`cdc connectors status`)")
-        if not marked and waited > MARKERS_AFTER_SECONDS:
-            write_markers(settings)  # nothing captured moved since: give Connect a record to commit an offset with
-            marked = True
+        if covered.quiet is None and covered.point is point and waited > MARKERS_AFTER_SECONDS:
+            covered = _markers(settings)
         time.sleep(0.2)
-    return False
+    return None
 
 
 def end_offsets(admin: AdminClient, topics: Mapping[str, Collection[int]], timeout: float = 10.0) -> dict[Part, int]:
@@ -134,14 +181,18 @@ class Probe:
 
 
 def settle(settings: Settings, admin: AdminClient, is_data_topic: Callable[[str], bool], timeout: float,
-           stop: threading.Event | None = None, previous: SourcePoint | None = None) -> Probe | None:
-    """Read a point, wait until Connect covers it, then read the end offsets (None when stopped)."""
+           stop: threading.Event | None = None, previous: Covered | None = None) -> tuple[Probe, Covered] | None:
+    """Read a point, wait until Connect covers it, then read the end offsets (None when stopped). A point at
+    which nothing but `previous`'s own marker happened since `previous` is covered by it already."""
     point = read_point(settings)
-    if previous is not None and (point.file, point.pos) == (previous.file, previous.pos):
-        pass  # nothing committed at the source since the previous point, which Connect covers already
-    elif not wait_covered(settings, point, timeout, stop):
+    covered: Covered | None
+    if previous is not None and (point.gtids == previous.point.gtids or point.gtids == previous.quiet):
+        covered = Covered(point, previous.quiet if point.gtids == previous.point.gtids else point.gtids)
+    else:
+        covered = wait_covered(settings, point, timeout, stop)
+    if covered is None:
         return None
-    return Probe(point, end_offsets(admin, data_partitions(admin, is_data_topic)))
+    return Probe(covered.point, end_offsets(admin, data_partitions(admin, is_data_topic))), covered
 
 
 def through_tables(probe: Probe, tables: Mapping[TableId, str], landed: Mapping[Part, int],
@@ -183,15 +234,15 @@ class Prober:
         return out
 
     def _loop(self) -> None:
-        previous: SourcePoint | None = None
+        previous: Covered | None = None
         while not self._stop.is_set():
             try:
-                probe = settle(self._settings, self._admin, self._is_data_topic, max(60.0, 4 * self._interval), self._stop, previous)
+                settled = settle(self._settings, self._admin, self._is_data_topic, max(60.0, 4 * self._interval), self._stop, previous)
             except Exception as exc:  # noqa: BLE001 - a probe that fails only delays freshness: say so, try again
                 log.warning("could not read how far the source is captured (freshness not advanced): %s", exc)
-                probe = None
-            if probe is not None:
-                previous = probe.point
+                settled = None
+            if settled is not None:
+                probe, previous = settled
                 with self._lock:
                     self._settled = [*self._settled[-4:], probe]
             self._stop.wait(self._interval)

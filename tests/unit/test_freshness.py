@@ -15,6 +15,7 @@ from cdc.connectors import covers, gtid_position
 from cdc.events.model import TableId
 from cdc.ingest.progress import Probe, SourcePoint, through_tables
 from cdc.lake import catalog as lake, state
+from cdc.lake.contract import BOOTSTRAP_POSITION
 from cdc.status import TableStatus, stale
 
 NOW = 1_800_000_000_000
@@ -76,9 +77,14 @@ def test_status_max_lag_exit_codes_and_json(home: Path, capfd: pytest.CaptureFix
     catalog.create_namespace("shop")
     schema = pa.schema([pa.field("id", pa.int64())])
     catalog.create_table(("shop", "a" + lake.CHANGELOG_SUFFIX), schema=schema)
-    catalog.create_table(("shop", "a"), schema=schema)
+    base = catalog.create_table(("shop", "a"), schema=schema)
     now = int(time.time() * 1000)
     state.record_landed_through(catalog, {A: state.Through(10**30, "mysql-bin.000001:4", now - 120_000)})
+    code, out, err = _run(["status", "--max-lag", "30m", "--output", "json"], capfd)
+    assert code == 1  # a base no bootstrap has published yet is complete through nothing, whatever the changelog says
+    assert json.loads(out)["tables"][0]["complete_through"] is None
+    assert "stale: shop.a: no complete-through point recorded yet" in err
+    base.append(pa.table({"id": pa.array([1], pa.int64())}), snapshot_properties={BOOTSTRAP_POSITION: "mysql-bin.000001:4"})
     code, out, err = _run(["status", "--max-lag", "30m", "--output", "json"], capfd)
     assert code == 0, err
     doc = json.loads(out)
@@ -96,3 +102,43 @@ def test_status_max_lag_exit_codes_and_json(home: Path, capfd: pytest.CaptureFix
     code, _, err = _run(["status", "--max-lag", "soon"], capfd)
     assert code == 2
     assert "expected a duration like 90s, 30m, 2h or 1d" in err
+
+
+def test_an_idle_source_gets_markers_once_not_on_every_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debezium's offset names the transactions completed before its record, so the last one before an idle
+    moment is covered only by a later record: the probe writes markers A and B once; later probes that find
+    nothing but B since are covered without writing again (review finding: markers every 15 s, forever)."""
+    from cdc.ingest import progress
+
+    src = {"seq": 100}
+    committed = {"seq": 99}
+    markers = []
+
+    def markers_now(_settings: object) -> progress.Covered:
+        markers.append(src["seq"])
+        src["seq"] += 2  # A, then B
+        committed["seq"] = src["seq"] - 1  # B's record carries A
+        return progress.Covered(SourcePoint("bin.000001", 1, {0: src["seq"] - 1}, 0), {0: src["seq"]})
+
+    monkeypatch.setattr(progress, "read_point", lambda _s: SourcePoint("bin.000001", 2, {0: src["seq"]}, 0))
+    monkeypatch.setattr(progress, "_markers", markers_now)
+    monkeypatch.setattr(progress, "committed_gtids", lambda _s: {0: committed["seq"]})
+    monkeypatch.setattr(progress, "end_offsets", lambda admin, topics, timeout=10.0: {})
+    monkeypatch.setattr(progress, "data_partitions", lambda admin, f, timeout=10.0: {})
+    monkeypatch.setattr(progress, "MARKERS_AFTER_SECONDS", -1.0)
+    monkeypatch.setattr(progress.time, "sleep", lambda _s: None)
+    previous = None
+    points = []
+    for _ in range(5):
+        settled = progress.settle(None, None, lambda _t: True, 60.0, None, previous)
+        assert settled is not None
+        probe, previous = settled
+        points.append(probe.point.gtids[0])
+    assert markers == [100]
+    assert points == [101, 102, 102, 102, 102]  # after the markers, the point is the source's own, unmoved
+    src["seq"] += 1  # a real transaction: covered only once Connect commits past it
+    committed["seq"] = src["seq"]
+    settled = progress.settle(None, None, lambda _t: True, 60.0, None, previous)
+    assert settled is not None
+    assert settled[0].point.gtids[0] == 103
+    assert markers == [100]
