@@ -400,20 +400,77 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
 @cli.command()
 @click.argument("tables", nargs=-1)
 @click.option("--all", "all_tables", is_flag=True)
+@click.option("--wait", "wait_seconds", default=300, show_default=True, type=click.IntRange(0, 86_400),
+              help="Seconds to wait for the lake to land each table up to the check's source position.")
 @click.pass_context
-def check(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None:
-    """Compare lake base tables with their source tables, row for row (exit 1 on a difference)."""
-    from cdc.verify import compare_table
+def check(ctx: click.Context, tables: tuple[str, ...], all_tables: bool, wait_seconds: int) -> None:
+    """Reconcile lake base tables with their source tables at one consistent source position (exit 1 on a difference)."""
+    from cdc.quality.reconcile import check_tables
 
     s = _settings(ctx)
     if all_tables == bool(tables):
         raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
     catalog = _catalog(s)
     targets = _targets(catalog, s, tables, all_tables, "check")
-    results = [compare_table(s, catalog, t) for t in targets]
-    _print_comparisons(_out(ctx), results)
+    results = check_tables(s, catalog, targets, float(wait_seconds))  # one source position for every table
+    _print_reconciliations(_out(ctx), results)
     if not all(r.equal for r in results):
-        raise CheckFailed("the lake differs from the source")
+        raise CheckFailed("the lake differs from the source" if any(not r.not_comparable and not r.equal for r in results)
+                          else "a table could not be compared as of the source position")
+
+
+def _print_reconciliations(o: Output, results: Sequence[Any]) -> None:
+    o.table("reconciliation", "source vs lake, at one source position",
+            ["table", "result", "source position", "source rows", "lake rows", "buckets", "differing buckets", "missing",
+             "extra", "different", "not compared", "seconds"],
+            [(r.table, r.result, r.position, r.source_rows, r.lake_rows, r.buckets, r.differing_buckets,
+              len(r.of_kind("missing")), len(r.of_kind("extra")), len(r.of_kind("different")), r.not_evaluable,
+              f"{r.seconds:.1f}") for r in results])
+    if o.format == "json":
+        o.table("differences", "", ["table", "kind", "key", "columns", "source", "lake"],
+                [(r.table, d.kind, d.key, d.columns, d.source, d.lake) for r in results for d in r.diffs])
+    for r in results:
+        if r.not_comparable:
+            o.message(f"  {r.table}: not compared: {r.not_comparable}")
+        for text in r.columns_differ:
+            o.message(f"  {r.table}: column {text}")
+        if o.format != "json":
+            for d in r.diffs[:20]:
+                key = ", ".join(f"{k}={v}" for k, v in d.key.items())
+                where = {"missing": "missing in the lake", "extra": "only in the lake",
+                         "different": f"columns differ: {', '.join(d.columns)}"}[d.kind]
+                o.message(f"  {r.table}: {key}: {where}")
+            if len(r.diffs) > 20:
+                o.message(f"  {r.table}: ... and {len(r.diffs) - 20} more keys (--output json lists them all)")
+        if r.unexplained_cells:
+            o.message(f"  {r.table}: {r.unexplained_cells} differing cells were not listed key by key")
+        if r.not_evaluable:
+            o.message(f"  {r.table}: {r.not_evaluable} keys changed after the source position were not compared; "
+                      "the next check covers them")
+
+
+# ----------------------------------------------------------------------------------------- repair
+@cli.command()
+@click.argument("table")
+@click.option("--wait", "wait_seconds", default=300, show_default=True, type=click.IntRange(0, 86_400),
+              help="Seconds to wait for the lake to land the table up to the check's source position.")
+@click.pass_context
+def repair(ctx: click.Context, table: str, wait_seconds: int) -> None:
+    """Land the keys `cdc check` finds differing, re-read from the source at a new consistent position."""
+    from cdc.quality.repair import repair_table
+
+    s = _settings(ctx)
+    catalog = _catalog(s)
+    target = _targets(catalog, s, (table,), False, "repair")[0]
+    r = repair_table(s, catalog, target, float(wait_seconds))
+    o = _out(ctx)
+    _print_reconciliations(o, [r.check])
+    o.table("repair", "repair", ["table", "source position", "rows landed", "deletes landed", "seconds"],
+            [(r.table, r.position, r.present, r.absent, f"{r.seconds:.1f}")])
+    if r.present or r.absent:
+        o.message(f"landed {r.present + r.absent} keys into the changelog at {r.position}: run `cdc merge {r.table}` to apply")
+    else:
+        o.message(f"{r.table}: nothing to repair")
 
 
 def _print_comparisons(o: Output, results: Sequence[Any]) -> None:
@@ -519,7 +576,7 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def status(ctx: click.Context, max_lag: str | None) -> None:
     """Per table: state, freshness (complete through), Kafka lag, unmerged changes, last merge; dead letters."""
-    from cdc.status import as_json, stale, table_status, when
+    from cdc.status import as_json, gate_text, stale, table_status, when
 
     limit = _duration(max_lag) if max_lag is not None else None
     s = _settings(ctx)
@@ -535,9 +592,9 @@ def status(ctx: click.Context, max_lag: str | None) -> None:
             return "-" if seconds is None else f"{when(st.complete_through.ts_ms)} ({_human(seconds)} ago)"
 
         o.table("tables", "tables", ["table", "state", "complete through", "kafka lag", "unmerged", "base rows", "last merge",
-                                     "changelog rows", "last landed"],
+                                     "last gate", "changelog rows", "last landed"],
                 [(st.table, st.state, age(st), "?" if st.kafka_lag is None else st.kafka_lag, st.unmerged, st.base_rows,
-                  when(st.last_merge_ms), st.changelog_rows, when(st.last_landed_ms)) for st in statuses])
+                  when(st.last_merge_ms), gate_text(st.gate), st.changelog_rows, when(st.last_landed_ms)) for st in statuses])
     for note in notes:
         o.message(note)
     o.value("dead_letters", dead, f"dead letters: {dead}")

@@ -12,8 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression, GreaterThanOrEqual, In
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, In
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import Table
 
@@ -84,6 +85,7 @@ class LakeSide:
         self.not_comparable = ""
         self.floor: int | None = None
         self.touched = 0
+        self.late = 0  # keys merged after S (evaluated from the changelog)
         if key:
             self._prepare_keyed()
         else:
@@ -110,20 +112,25 @@ class LakeSide:
         fields = (*self.names, SEQ)
         return self.base.scan(selected_fields=fields, snapshot_id=self.base_snapshot).to_arrow_batch_reader()
 
-    def _unmerged(self, fields: Sequence[str]) -> pa.Table:
-        """The changelog rows in files the base has not folded in (see `cdc.quality.asof`)."""
+    def _split(self) -> tuple[list[Any], list[Any]]:
+        """The changelog's current data files: (unmerged, merged) scan tasks (see `cdc.quality.asof`)."""
         current = self.changelog.current_snapshot()
         if current is None:
-            return self._empty(fields)
-        scan = self.changelog.scan(snapshot_id=current.snapshot_id)
-        tasks = list(scan.plan_files())
+            return [], []
+        tasks = list(self.changelog.scan(snapshot_id=current.snapshot_id).plan_files())
         merged = _summary_value(self.base, MERGED_UPTO) if self.base_snapshot is not None else None
-        if merged is not None and self.changelog.snapshot_by_id(int(merged)) is not None:
-            done = {t.file.file_path for t in self.changelog.scan(snapshot_id=int(merged)).plan_files()}
-            tasks = [t for t in tasks if t.file.file_path not in done]
+        if merged is None or self.changelog.snapshot_by_id(int(merged)) is None:
+            return tasks, []
+        done = {t.file.file_path for t in self.changelog.scan(snapshot_id=int(merged)).plan_files()}
+        return [t for t in tasks if t.file.file_path not in done], [t for t in tasks if t.file.file_path in done]
+
+    def _read(self, tasks: list[Any], fields: Sequence[str], row_filter: BooleanExpression | None = None) -> pa.Table:
+        """Rows of the given changelog files (every field of `fields`; a column the changelog lacks reads NULL)."""
+        if not tasks:
+            return self._empty(fields)
         have = {f.name for f in self.changelog.schema().fields}
         projected = self.changelog.schema().select(*[f for f in fields if f in have])
-        data = ArrowScan(self.changelog.metadata, self.changelog.io, projected, AlwaysTrue()).to_table(tasks)
+        data = ArrowScan(self.changelog.metadata, self.changelog.io, projected, row_filter or AlwaysTrue()).to_table(tasks)
         return self._complete(data, self.changelog, fields)
 
     def _empty(self, fields: Sequence[str]) -> pa.Table:
@@ -144,7 +151,8 @@ class LakeSide:
             self.not_comparable = "the table was truncated after the check's source position"
             return
         change_fields = (*self.names, *CHANGE_FIELDS)
-        unmerged = self._unmerged(change_fields)
+        unmerged_tasks, merged_tasks = self._split()
+        unmerged = self._read(unmerged_tasks, change_fields)
         con = self.con
         con.register(asof.UNMERGED, unmerged)
         truncated = con.execute(f"SELECT max({duck_ident(SEQ)}) FROM {duck_ident(asof.UNMERGED)} "  # noqa: S608
@@ -155,11 +163,16 @@ class LakeSide:
         late = [self._scan(self.base, self.key, late_filter, self.base_snapshot)]
         if self.tombstones is not None and self.tombstones.current_snapshot() is not None:
             late.append(self._scan(self.tombstones, self.key, late_filter).cast(late[0].schema))
+        # merged deletes at or after S: a merge publishes the base before its tombstones, and a key deleted after
+        # S is then in neither the base nor the tombstones of `main` for a moment
+        deleted = self._read(merged_tasks, (*self.key, OP), And(late_filter, EqualTo(OP, "d")))  # type: ignore[call-arg, arg-type]
+        late.append(deleted.filter(pc.equal(deleted.column(OP), "d")).select(self.key).cast(late[0].schema))
         late_keys = pa.concat_tables(late)
         con.register(asof.LATE, late_keys)
         key_text = self.h.key_text or ""
         con.execute(f"CREATE TEMP TABLE {duck_ident(TOUCHED)} AS {asof.touched_keys_sql(key_text, self.seq, self.floor)}").fetchall()
         self.touched = int(con.execute(f"SELECT count(*) FROM {duck_ident(TOUCHED)}").fetchall()[0][0])  # noqa: S608 - built here
+        self.late = int(con.execute(f"SELECT count(DISTINCT {key_text}) FROM {duck_ident(asof.LATE)}").fetchall()[0][0])  # noqa: S608
         if self.touched > MAX_TOUCHED:
             raise CdcError(f"{self.table}: {self.touched} keys changed around the check's source position (more than "
                            f"{MAX_TOUCHED}): merge, then check again")
@@ -196,7 +209,7 @@ class LakeSide:
         if applied is not None and int(applied) >= self.seq:
             self.not_comparable = "the base (no key) was merged past the check's source position: check again"
             return
-        unmerged = self._unmerged((SEQ,))
+        unmerged = self._read(self._split()[0], (SEQ,))
         self.con.register(asof.UNMERGED, unmerged)
         above = f" AND {duck_ident(SEQ)} > {asof.seq_literal(int(applied))}" if applied is not None else ""
         waiting = self.con.execute(f"SELECT count(*) FROM {duck_ident(asof.UNMERGED)} "  # noqa: S608

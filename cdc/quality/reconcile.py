@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,12 @@ class Reconciliation:
     lake_rows: int = 0
     diffs: list[KeyDiff] = field(default_factory=list)
     not_evaluable: int = 0  # keys changed after S with no earlier change in the lake: left out
+    late: int = 0  # keys the base holds a change of at or after S for (merged after S)
+    touched: int = 0  # keys whose row as of S the lake side folded from changes (unmerged before S, or merged after)
     columns_differ: list[str] = field(default_factory=list)
     unexplained_cells: int = 0  # differing cells not listed (over MAX_CELLS) or with no differing row found
     not_comparable: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # the table's own work on both sides (the wait for the lake to land through S is shared)
 
     @property
     def equal(self) -> bool:
@@ -96,45 +98,75 @@ def open_snapshot(cur: Any) -> tuple[str, int]:
 def check_table(settings: Settings, catalog: Catalog, table: TableId, wait_seconds: float = 300.0,
                 max_cells: int = MAX_CELLS) -> Reconciliation:
     """Reconcile one table (see the module doc)."""
+    return check_tables(settings, catalog, [table], wait_seconds, max_cells)[0]
+
+
+@dataclass
+class _Planned:
+    table: TableId
+    key: list[str]
+    columns: list[cs.Compared]
+    result: Reconciliation
+    hashing: cs.Hashing | None = None
+    source: Aggregates = field(default_factory=dict)
+
+
+def check_tables(settings: Settings, catalog: Catalog, tables: Sequence[TableId], wait_seconds: float = 300.0,
+                 max_cells: int = MAX_CELLS, before_lake: Callable[[], None] | None = None) -> list[Reconciliation]:
+    """Reconcile tables, all at one source position S: one snapshot, one wait for the lake to land through it.
+
+    `before_lake` runs between the wait and the lake's side (tests: a merge there puts changes after S in the base).
+    """
     started = time.monotonic()
-    base = catalog.load_table(lake.base_name(table))
-    key = key_property(base)
     conn = connect(settings)
-    result: Reconciliation | None = None
     try:
         cur = conn.cursor()
-        cur.execute(COLUMNS_QUERY, (table.db, table.table))
-        left_out = settings.excluded_columns(table.db, table.table)
-        source = {c.name: c for c in map(source_column, cur.fetchall()) if c.name not in left_out}
-        frozen = set(json.loads(base.properties.get(FROZEN_COLUMNS) or "{}"))
-        columns, differ = compared_columns(base.schema().fields, source, frozen)
+        planned = [_plan(settings, catalog, cur, t) for t in tables]
         binlog_file, pos = open_snapshot(cur)
         seq = snapshot_seq(binlog_file, pos)
-        result = Reconciliation(str(table), f"{binlog_file}:{pos}", seq, columns_differ=differ)
-        cur.execute("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                    (table.db, table.table))
-        estimate = cur.fetchone()
-        n = cs.bucket_count(int(estimate[0] or 0) if estimate else 0)
-        result.buckets = n
-        src_table = cs.source_table(table.db, table.table)
-        sh = cs.source_hashing(columns, key, n)
-        cur.execute(cs.source_buckets_sql(src_table, sh))
-        src = add({}, cur.fetchall())
-        wait_landed(catalog, table, seq, result.position, wait_seconds)
-        side = LakeSide(catalog, table, columns, key, seq, n)
-        try:
-            if side.not_comparable:
-                result.not_comparable = side.not_comparable
-                return result
-            _compare(result, cur, src_table, sh, side, src, columns, key, max_cells)
-        finally:
-            side.close()
+        for p in planned:
+            p.result.position, p.result.seq = f"{binlog_file}:{pos}", seq
+            cur.execute("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                        (p.table.db, p.table.table))
+            estimate = cur.fetchone()
+            p.result.buckets = cs.bucket_count(int(estimate[0] or 0) if estimate else 0)
+            p.hashing = cs.source_hashing(p.columns, p.key, p.result.buckets)
+            source_started = time.monotonic()
+            cur.execute(cs.source_buckets_sql(cs.source_table(p.table.db, p.table.table), p.hashing))
+            p.source = add({}, cur.fetchall())
+            p.result.seconds = time.monotonic() - source_started
+        for p in planned:
+            wait_landed(catalog, p.table, seq, p.result.position, max(0.0, wait_seconds - (time.monotonic() - started)))
+        if before_lake is not None:
+            before_lake()
+        for p in planned:
+            table_started = time.monotonic()
+            side = LakeSide(catalog, p.table, p.columns, p.key, seq, p.result.buckets)
+            try:
+                p.result.touched, p.result.late = side.touched, side.late
+                if side.not_comparable:
+                    p.result.not_comparable = side.not_comparable
+                elif p.hashing is not None:
+                    _compare(p.result, cur, cs.source_table(p.table.db, p.table.table), p.hashing, side, p.source,
+                             p.columns, p.key, max_cells)
+            finally:
+                side.close()
+            p.result.seconds += time.monotonic() - table_started
         conn.rollback()
     finally:
         conn.close()
-        if result is not None:
-            result.seconds = time.monotonic() - started
-    return result
+    return [p.result for p in planned]
+
+
+def _plan(settings: Settings, catalog: Catalog, cur: Any, table: TableId) -> _Planned:
+    base = catalog.load_table(lake.base_name(table))
+    key = key_property(base)
+    cur.execute(COLUMNS_QUERY, (table.db, table.table))
+    left_out = settings.excluded_columns(table.db, table.table)
+    source = {c.name: c for c in map(source_column, cur.fetchall()) if c.name not in left_out}
+    frozen = set(json.loads(base.properties.get(FROZEN_COLUMNS) or "{}"))
+    columns, differ = compared_columns(base.schema().fields, source, frozen)
+    return _Planned(table, key, columns, Reconciliation(str(table), "", 0, columns_differ=differ))
 
 
 def _compare(result: Reconciliation, cur: Any, src_table: str, sh: cs.Hashing, side: LakeSide, src: Aggregates,

@@ -98,26 +98,35 @@ def test_stack_status_json(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert set(services[0]) == {"service", "state", "pid", "address", "version", "log"}
 
 
-def _comparison(table: str, equal: bool) -> Any:
-    return SimpleNamespace(table=table, source_rows=3, lake_rows=3 if equal else 2, missing_in_lake=[] if equal else [(7,)],
-                           extra_in_lake=[], different=[], duplicate_keys=0, columns_differ=[], equal=equal)
+def _reconciliation(table: str, equal: bool) -> Any:
+    from cdc.quality.drill import KeyDiff
+    from cdc.quality.reconcile import Reconciliation
+
+    r = Reconciliation(table, "mysql-bin.000003:4242", 0, buckets=1, differing_buckets=0 if equal else 1, source_rows=3,
+                       lake_rows=3 if equal else 2, seconds=0.25)
+    if not equal:
+        r.diffs = [KeyDiff("missing", {"id": "7"}, source={"id": "7", "n": "1"})]
+    return r
 
 
 def test_check_json_and_text(orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import cdc.verify
+    import cdc.quality.reconcile
 
-    monkeypatch.setattr(cdc.verify, "compare_table", lambda s, c, t: _comparison(str(t), equal=False))
+    monkeypatch.setattr(cdc.quality.reconcile, "check_tables",
+                        lambda s, c, tables, wait: [_reconciliation(str(t), equal=False) for t in tables])
     code, out, err = run(["check", "shop.orders", "--output", "json"], capsys)
     assert code == 1
     doc = json.loads(out)
-    assert doc["comparisons"] == [{"table": "shop.orders", "source rows": 3, "lake rows": 2, "missing": 1, "extra": 0,
-                                   "different": 0, "duplicate keys": 0, "result": "DIFFERENT"}]
-    assert doc["messages"] == ["  shop.orders: missing in the lake: (7,)"]
+    assert doc["reconciliation"] == [{"table": "shop.orders", "result": "DIFFERENT", "source position": "mysql-bin.000003:4242",
+                                      "source rows": 3, "lake rows": 2, "buckets": 1, "differing buckets": 1, "missing": 1,
+                                      "extra": 0, "different": 0, "not compared": 0, "seconds": "0.2"}]
+    assert doc["differences"] == [{"table": "shop.orders", "kind": "missing", "key": {"id": "7"}, "columns": [],
+                                   "source": {"id": "7", "n": "1"}, "lake": None}]
     assert err.strip().splitlines() == ["error: the lake differs from the source"]
     code, out, _ = run(["check", "--all"], capsys)
     assert code == 1
     assert "source vs lake" in out
-    assert "DIFFERENT" in out
+    assert "shop.orders: id=7: missing in the lake" in out
 
 
 def test_merge_json(orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
