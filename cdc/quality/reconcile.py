@@ -57,7 +57,12 @@ class Reconciliation:
 
     @property
     def equal(self) -> bool:
-        return not (self.diffs or self.columns_differ or self.unexplained_cells or self.not_comparable)
+        return not (self.differs or self.not_comparable)
+
+    @property
+    def differs(self) -> bool:
+        """A difference was found (a table not comparable as of S has none: the next check covers it)."""
+        return bool(self.diffs or self.columns_differ or self.unexplained_cells)
 
     @property
     def result(self) -> str:
