@@ -2,15 +2,17 @@
 
 Order of a publish (the bookkeeping never runs ahead of the base):
   1. fast-forward the base's `main` to the audit branch (one atomic metadata commit);
-  2. fast-forward the tombstones' `main` to their audit branch of the same name;
+  2. bring the tombstones' `main` to their audit branch of the same name: a fast-forward, or, when that `main`
+     moved meanwhile, a MERGE of the branch's tombstones into it (a tombstone only moves forward: idempotent);
   3. drop both branches.
-A run that dies between 1 and 2 leaves a tombstones branch whose base branch is on `main`: the next run
-publishes it first (`repair_tombstones`). A tombstones branch whose base was never published is dropped.
-"""
+Once 1 is done the table is published, whatever 2 does. A run that dies, or fails, between 1 and 3 leaves a
+tombstones branch whose base branch is on `main`: the next run applies it first (`repair_tombstones`), the same
+way as 2. A tombstones branch whose base was never published is dropped."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
@@ -59,9 +61,22 @@ def publish(spark: SparkSession, table: Ident, branch: str) -> None:
         raise
 
 
-def repair_tombstones(spark: SparkSession, base: Ident, tombstones: Ident) -> None:
-    """Publish a tombstones audit branch whose base branch reached `main` (a run died between the two
-    publishes); drop one whose base did not (its slice is redone from `main`'s merged position)."""
+def publish_tombstones(spark: SparkSession, tombstones: Ident, branch: str, key: Sequence[str]) -> None:
+    """Bring the tombstones' `main` up to their audit branch and drop the branch: a fast-forward, or a MERGE of
+    the branch's rows when `main` moved since the branch was made (idempotent: a tombstone only moves forward)."""
+    try:
+        publish(spark, tombstones, branch)
+    except MainMoved:
+        log.warning("%s.%s: main moved since the audit branch %s was made: merging its tombstones into main",
+                    tombstones[1], tombstones[2], branch)
+        spark.sql(g.merge_tombstones_sql(tombstones, branch, key))
+    drop(spark, tombstones, branch)
+
+
+def repair_tombstones(spark: SparkSession, base: Ident, tombstones: Ident, key: Sequence[str]) -> None:
+    """Apply a tombstones audit branch whose base branch reached `main` (a run died or failed between the two
+    publishes), by fast-forward or MERGE (`publish_tombstones`); drop one whose base did not (its slice is redone
+    from `main`'s merged position)."""
     base_heads = audit_branches(spark, base)
     for branch in audit_branches(spark, tombstones):
         head = base_heads.get(branch)
@@ -70,7 +85,7 @@ def repair_tombstones(spark: SparkSession, base: Ident, tombstones: Ident) -> No
         if merged and head is not None and spark.sql(g.in_main_ancestry_sql(base, head)).collect():
             log.warning("%s.%s: the base of %s is published, its tombstones are not: publishing them now",
                         base[1], base[2], branch)
-            publish(spark, tombstones, branch)
+            publish_tombstones(spark, tombstones, branch, key)
             drop(spark, base, branch)
         drop(spark, tombstones, branch)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cdc.lake.contract import OP, SEQ
+from cdc.lake.contract import OP, SEQ, SOURCE_TS
 
 try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
     from spark_jobs.merge_sql import IdentifierError, _literal, qualified, quote
@@ -78,6 +78,26 @@ def head_summary_sql(table: Sequence[str], branch: str, prop: str) -> str:
     """One summary value of the branch's head snapshot."""
     return (f"SELECT s.summary[{_literal(prop)}] FROM {qualified(*table, 'refs')} r JOIN {qualified(*table, 'snapshots')} s "
             f"ON r.snapshot_id = s.snapshot_id WHERE r.name = {_literal(check_branch(branch))}")
+
+
+def merge_tombstones_sql(tombstones: Sequence[str], branch: str, key: Sequence[str]) -> str:
+    """Apply a tombstones audit branch to a `main` that moved since the branch was made (the fast-forward is
+    refused): the branch's tombstones `main` holds no tombstone as new as, merged so a tombstone only moves
+    forward. Idempotent, as the merge's own tombstones MERGE: running it again changes nothing.
+    (An anti join, not EXCEPT: Spark 4's merge-on-read MERGE fails on an EXCEPT over its own target.)"""
+    if not key:
+        raise IdentifierError("tombstones need at least one key column")
+    main, br = qualified(*tombstones), qualified(*on_branch(tombstones, branch))
+    cols = (*key, SEQ, SOURCE_TS)
+    seq, ts = quote(SEQ), quote(SOURCE_TS)
+    newer = " AND ".join([*(f"b.{quote(k)} = m.{quote(k)}" for k in key), f"b.{seq} <= m.{seq}"])
+    return (
+        f"MERGE INTO {main} AS t\n"
+        f"USING (SELECT {', '.join(f'b.{quote(c)}' for c in cols)} FROM {br} b LEFT ANTI JOIN {main} m ON {newer}) AS s\n"
+        f"ON {' AND '.join(f't.{quote(k)} = s.{quote(k)}' for k in key)}\n"
+        f"WHEN MATCHED AND s.{seq} > t.{seq} THEN UPDATE SET t.{seq} = s.{seq}, t.{ts} = s.{ts}\n"
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(quote(c) for c in cols)}) VALUES ({', '.join(f's.{quote(c)}' for c in cols)})"
+    )
 
 
 def in_main_ancestry_sql(table: Sequence[str], snapshot_id: int) -> str:

@@ -132,6 +132,7 @@ class MergeResult:
     skipped: bool = False
     gate: GateReport | None = None
     published: bool = False
+    warning: str = ""  # published, but something after the base's publish did not finish (the next run does it)
 
     @property
     def outcome(self) -> str:
@@ -230,7 +231,7 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         except ImportError:  # pragma: no cover - spark-submit
             from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
         return merge_multiset(spark, catalog, db, table, expectations, quality_home)
-    wap.repair_tombstones(spark, base, tombstones)
+    wap.repair_tombstones(spark, base, tombstones, key)
     through = complete_through(spark, catalog, db, table)
     upto, previous, changes = new_changes(spark, base, changelog)
     if changes is None or upto is None:
@@ -284,12 +285,12 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         spark.catalog.dropTempView(SOURCE_VIEW)
         spark.catalog.dropTempView(LATEST_VIEW)
         latest.unpersist()
-    published = _publish(spark, catalog, report, base, tombstones)
-    if published:
+    published, warning = _publish(spark, catalog, report, base, tombstones, key)
+    if published and not warning:
         spark.sql(q.expire_tombstones_sql(plan_main(plan, base, tombstones), tombstone_days))
     rows_after = spark.table(q.qualified(*base)).count()
     result = MergeResult(f"{db}.{table}", upto, previous, n_changes, rows_after, time.monotonic() - started,
-                         gate=report, published=published)
+                         gate=report, published=published, warning=warning)
     log.info("merge %s: %s, %d keys changed from changelog snapshot %s, %d rows on main, %.1f s",
              result.table, result.outcome, n_changes, upto, rows_after, result.seconds)
     return result
@@ -314,9 +315,11 @@ def _gate(spark: SparkSession, name: str, gplan: g.GatePlan, changelog: tuple[st
 
 
 def _publish(spark: SparkSession, catalog: str, report: GateReport, base: tuple[str, str, str],
-             tombstones: tuple[str, str, str] | None) -> bool:
+             tombstones: tuple[str, str, str] | None, key: Sequence[str] = ()) -> tuple[bool, str]:
     """Publish a passing branch (base, then its tombstones, then drop both); keep a failing one as evidence.
-    The results are written either way; MainMoved when `main` moved meanwhile (nothing published)."""
+    (published, warning). The results are written either way; MainMoved when the base's `main` moved meanwhile
+    (nothing published). Once the base's `main` is fast-forwarded the table is published: a tombstones publish
+    that fails then is a warning, both branches stay, and the next run applies them first (`repair_tombstones`)."""
     branch = report.branch
     if not report.passed:
         if tombstones is not None:
@@ -324,7 +327,7 @@ def _publish(spark: SparkSession, catalog: str, report: GateReport, base: tuple[
         log.error("merge %s: the gate failed (%s); main is unchanged, the audit branch %s is kept",
                   report.table, ", ".join(report.failed), branch)
         gate.write_results(spark, catalog, report, published=False)
-        return False
+        return False, ""
     try:
         wap.publish(spark, base, branch)
     except wap.MainMoved:
@@ -334,12 +337,27 @@ def _publish(spark: SparkSession, catalog: str, report: GateReport, base: tuple[
         gate.write_results(spark, catalog, report, published=False)
         raise
     _fault(AFTER_PUBLISH)
+    warning = ""
     if tombstones is not None:
-        wap.publish(spark, tombstones, branch)
-        wap.drop(spark, tombstones, branch)
-    wap.drop(spark, base, branch)
+        try:  # a fast-forward, or a MERGE into a tombstones main that moved
+            wap.publish_tombstones(spark, tombstones, branch, key)
+        except Exception as exc:  # noqa: BLE001 - the base is published: say so, and leave the rest to the repair
+            warning = (f"its tombstones are not published yet ({type(exc).__name__}: {first_line(exc)}); "
+                       "the next merge of the table publishes them first")
+            log.warning("merge %s: published; %s", report.table, warning, exc_info=log.isEnabledFor(logging.DEBUG))
+    if not warning:  # the repair needs the base branch to know its tombstones belong to a published base
+        wap.drop(spark, base, branch)
     gate.write_results(spark, catalog, report, published=True)
-    return True
+    return True, warning
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of the error that says something (py4j's "An error occurred while calling oNN.sql." is
+    followed by the Java exception's own line)."""
+    lines = [line.strip().removeprefix(": ") for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):
+        return lines[1]
+    return lines[0] if lines else ""
 
 
 def bucket_spec(spark: SparkSession, base: tuple[str, ...]) -> tuple[int, str] | None:

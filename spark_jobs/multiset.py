@@ -143,7 +143,7 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str,
         unset_snapshot_properties(spark, props)
         for view in (SOURCE_VIEW, m.SLICE_VIEW, FOLD_VIEW):
             spark.catalog.dropTempView(view)
-    published = _publish(spark, catalog, report, base, None)
+    published, _ = _publish(spark, catalog, report, base, None)
     rows_after = spark.table(q.qualified(*base)).count()
     result = MergeResult(name, upto, previous, n_changes, rows_after, time.monotonic() - started,
                          gate=report, published=published)

@@ -195,3 +195,40 @@ def test_main_moved_during_the_audit_publishes_nothing(stack: Settings, spark: A
         assert [r[0] for r in spark.sql(f"SELECT id FROM {base} ORDER BY id").collect()] == [1, 2, 3, 4]
     finally:
         forget(stack, [table])
+
+
+def test_tombstones_main_moved_after_the_base_publish_is_merged_not_lost(
+        stack: Settings, spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer commits to the tombstones' main between the base's publish and theirs: the fast-forward is
+    refused, the branch's tombstones are merged into main instead, and the table is reported published."""
+    from spark_jobs import gate_publish
+    from spark_jobs.merge import merge_table
+
+    db = f"wap_{uuid.uuid4().hex[:8]}"
+    table = TableId(db, "a")
+    create_tables(stack, db, ("a",))
+    base = f"{stack.catalog.name}.`{db}`.a"
+    tombs = f"{stack.catalog.name}.`{db}`.a_tombstones"
+    try:
+        execute(stack, *(f"INSERT INTO `{db}`.a VALUES ({i}, {i}, {i}, 'x')" for i in range(1, 4)))
+        _land(stack, table)
+        assert merge_table(spark, stack.catalog.name, db, "a").published
+        execute(stack, f"DELETE FROM `{db}`.a WHERE id = 3", f"INSERT INTO `{db}`.a VALUES (4, 4, 4, 'y')")
+        _land(stack, table)
+        publish = gate_publish.publish
+
+        def concurrent_commit_then_publish(spark_: Any, ident: Any, branch: str) -> None:
+            if ident[2] == "a_tombstones":  # a real commit to the tombstones' main, after the base's publish
+                spark.sql(f"INSERT INTO {tombs} VALUES (99, 1, current_timestamp())")
+            publish(spark_, ident, branch)
+
+        monkeypatch.setattr(gate_publish, "publish", concurrent_commit_then_publish)
+        result = merge_table(spark, stack.catalog.name, db, "a")
+        monkeypatch.undo()
+        assert (result.published, result.warning) == (True, "")
+        assert [r[0] for r in spark.sql(f"SELECT id FROM {tombs} ORDER BY id").collect()] == [3, 99]
+        assert _branches(spark, stack, table) == []
+        assert _branches(spark, stack, TableId(db, "a_tombstones")) == []
+        assert [r[0] for r in spark.sql(f"SELECT id FROM {base} ORDER BY id").collect()] == [1, 2, 4]
+    finally:
+        forget(stack, [table])

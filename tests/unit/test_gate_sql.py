@@ -224,3 +224,20 @@ def test_a_configured_expectation_without_a_result_fails_the_gate() -> None:
     assert [(c.check, c.success, c.observed) for c in label_results([only], configs)] == [
         ("expect_column_values_to_not_be_null(id)", False, "no result from great-expectations"),
         ("expect_column_values_to_be_unique(id)", True, "0 unexpected of 3")]
+
+
+def test_merging_a_tombstones_branch_into_a_main_that_moved() -> None:
+    """When the tombstones' main moved, the branch's tombstones are merged into it: only rows main lacks, and a
+    tombstone only moves forward (idempotent: running it again changes nothing)."""
+    b = "audit_1_20261126070509"
+    assert g.merge_tombstones_sql(TOMBS, b, ("id", "k 2")) == (
+        "MERGE INTO `lake`.`shop`.`orders_tombstones` AS t\n"
+        "USING (SELECT b.`id`, b.`k 2`, b.`_seq`, b.`_source_ts` FROM `lake`.`shop`.`orders_tombstones`.`branch_audit_1_20261126070509` b "
+        "LEFT ANTI JOIN `lake`.`shop`.`orders_tombstones` m ON b.`id` = m.`id` AND b.`k 2` = m.`k 2` AND b.`_seq` <= m.`_seq`) AS s\n"
+        "ON t.`id` = s.`id` AND t.`k 2` = s.`k 2`\n"
+        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`\n"
+        "WHEN NOT MATCHED THEN INSERT (`id`, `k 2`, `_seq`, `_source_ts`) VALUES (s.`id`, s.`k 2`, s.`_seq`, s.`_source_ts`)")
+    with pytest.raises(IdentifierError):
+        g.merge_tombstones_sql(TOMBS, b, ())
+    with pytest.raises(IdentifierError):
+        g.merge_tombstones_sql(TOMBS, "main", ("id",))
