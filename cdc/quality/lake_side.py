@@ -64,6 +64,13 @@ def _summary_value(table: Table, name: str) -> str | None:
     return None
 
 
+def recorded_floor(base: Table) -> int | None:
+    """The truncate floor the base's merges published (in their commit summaries; older lakes kept it as a table
+    property)."""
+    found = [int(v) for v in (_summary_value(base, TRUNCATED_BEFORE), base.properties.get(TRUNCATED_BEFORE)) if v]
+    return max(found) if found else None
+
+
 class LakeSide:
     """The lake as of `seq` for one table; `buckets`, `cells` and `rows` mirror the source's levels."""
 
@@ -146,8 +153,8 @@ class LakeSide:
 
     # ---- the fold ------------------------------------------------------------------------------
     def _prepare_keyed(self) -> None:
-        recorded = self.base.properties.get(TRUNCATED_BEFORE)
-        if recorded and int(recorded) >= self.seq:
+        recorded = recorded_floor(self.base)
+        if recorded is not None and recorded >= self.seq:
             self.not_comparable = "the table was truncated after the check's source position"
             return
         change_fields = (*self.names, *CHANGE_FIELDS)
