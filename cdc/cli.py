@@ -347,53 +347,56 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
     """Fold changelog tables into base tables through write-audit-publish (exit 1 when a gate fails).
 
     Each table's MERGE writes an audit branch; the quality gate checks it; only a passing branch is published
-    to `main`. A failed gate keeps `main` as it was and the branch as evidence; the other tables go on.
+    to `main`. A failed gate keeps `main` as it was and the branch as evidence. Every table runs whatever
+    another one did; then each failed gate and each errored table is named: exit 1 when a gate failed,
+    else 3 (worth running again) or 4 when a table errored.
     """
     s = _settings(ctx)
     if all_tables == bool(tables):
         raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
     targets = _targets(_catalog(s), s, tables, all_tables, "merge")
+    from cdc.retry import error_kind
     from cdc.spark import session
-    from spark_jobs.gate import GateReport
-    from spark_jobs.gate_publish import MainMoved
-    from spark_jobs.merge import merge_table
+    from spark_jobs.merge import MergeFailed, TableOutcome, merge_table, summarize
 
     spark = session(s)
     quality_home = str((s.home / "quality").resolve())
     o = _out(ctx)
     rows: list[tuple[object, ...]] = []
     docs = None
-    failed: list[tuple[str, GateReport]] = []
-    moved: list[MainMoved] = []
+    outcomes: list[TableOutcome] = []
     for t in targets:
         try:
             r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days,
                             s.table_settings(t.db, t.table).expectations, quality_home)
-        except MainMoved as conflict:  # another writer committed to main meanwhile: nothing published, the rest goes on
-            rows.append((str(t), "main moved: not published", "", "", "", "", ""))
-            moved.append(conflict)
+        except Exception as exc:  # noqa: BLE001 - the other tables go on; every error is named after them
+            logging.getLogger("cdc.cli").debug("merge %s failed", t, exc_info=True)
+            outcome = TableOutcome(str(t), error=exc)
+            outcomes.append(outcome)
+            rows.append((str(t), outcome.status, "", "", "", "", ""))
             continue
+        outcomes.append(TableOutcome(r.table, result=r))
         gate = r.gate
         rows.append((r.table, r.outcome, r.changes, r.changelog_snapshot, "" if r.rows_after < 0 else r.rows_after,
                      "" if gate is None or r.published else gate.branch, f"{r.seconds:.1f}"))
         if gate is not None:
             docs = gate.docs or docs
-            if not r.published:
-                failed.append((r.table, gate))
+    summary = summarize(outcomes, classify=lambda exc: 3 if error_kind(exc) == "transient" else 4)
     o.table("merge", "merge", ["table", "result", "changes", "changelog snapshot", "rows", "evidence branch", "seconds"], rows)
-    for name, report in failed:
-        for c in report.checks:
-            if not c.success:
-                o.message(f"  {name}: gate check {c.check} failed: {c.observed}")
+    for oc in outcomes:
+        gate = oc.result.gate if oc.result is not None else None
+        if gate is not None and oc.result is not None and not oc.result.published:
+            for c in gate.checks:
+                if not c.success:
+                    o.message(f"  {oc.table}: gate check {c.check} failed: {c.observed}")
     if docs:
         o.message(f"Data Docs: {docs}")
-    for message in map(str, moved):
-        o.message(f"  {message}")
-    if failed:
-        raise CheckFailed("the quality gate failed for " + ", ".join(
-            f"{name} ({', '.join(report.failed)}; main unchanged, evidence branch {report.branch})" for name, report in failed))
-    if moved:
-        raise moved[0]
+    for line in [*summary.warnings, *(line for line in summary.lines if line.startswith("error: "))]:
+        o.message(f"  {line}")
+    if summary.code == 1:
+        raise CheckFailed(summary.message)
+    if summary.code:
+        raise MergeFailed(summary.message, summary.code)
 
 
 # ------------------------------------------------------------------------------------------ check

@@ -11,7 +11,9 @@ Changes apply only when newer than the row's `_seq`, so a re-run or a replayed c
 Write-audit-publish: the run writes audit branches (spark_jobs/gate_publish.py), the gate checks the
 base's branch (spark_jobs/gate.py), and only a passing branch is fast-forwarded onto `main`. The base
 commit also records the landing's `cdc.complete-through` point (read before the slice) and the truncate
-floor, so both publish with it. Exit code 1 when a gate fails (the other tables are still merged).
+floor, so both publish with it. Every named table is merged whatever happens to another (a failed gate or an
+error stops only its own table); after all of them, each table's outcome is printed and each failed gate and
+errored table named: exit code 1 when a gate failed, else 3 (worth running again) or 4 when a table errored.
 
 Fault injection (the fault suite): `CDC_FAULT_POINT=<point>` SIGKILLs the driver at one of the
 points below, with the Spark JVM when the driver leads its process group (`cdc merge` started by the
@@ -30,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     import gate_sql as g  # type: ignore[no-redef,import-not-found]
     import merge_sql as q  # type: ignore[no-redef]
     from gate import GateReport  # type: ignore[no-redef,import-not-found]
+from cdc.errors import CdcError, ServiceError, TransientError  # dependency-free, as gate_publish uses it
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
     CHANGELOG_ONLY,
     CHANGELOG_SUFFIX,
@@ -139,6 +142,69 @@ class MergeResult:
         if self.skipped:
             return "up to date"
         return "published" if self.published else "gate failed"
+
+
+@dataclass(frozen=True)
+class TableOutcome:
+    """One table of a run: its result, or the error that stopped it (the other tables still ran)."""
+
+    table: str
+    result: MergeResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return self.result.outcome
+        return "main moved: not published" if isinstance(self.error, wap.MainMoved) else "error"
+
+
+def error_exit_code(exc: BaseException) -> int:
+    """3 for an error worth running again (a service away, main moved), else 4 (cdc.cli's mapping, without the
+    pyiceberg/SQLAlchemy classes spark-submit does not ship)."""
+    return 3 if isinstance(exc, (TransientError, ServiceError, OSError)) else 4
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    code: int  # 0, 1 when a gate failed (even if a table also errored), else 3/4 when a table errored
+    lines: list[str]  # one per failed gate, then one per errored table
+    message: str  # the run's one-line error ("" when code is 0)
+    warnings: list[str]  # published tables something after the publish did not finish for
+
+
+def summarize(outcomes: Sequence[TableOutcome], classify: Callable[[BaseException], int] = error_exit_code) -> RunSummary:
+    """Pure: the exit code and what to report once every table ran. A failed gate makes it 1, whatever else
+    happened (a failed gate is not transient: a retry would only replace its evidence branch); otherwise an
+    errored table makes it 3 (worth running again) or 4 (the highest of its tables')."""
+    gates = [(o.table, o.result.gate) for o in outcomes
+             if o.result is not None and o.result.gate is not None and not o.result.published]
+    errors = [(o.table, o.error) for o in outcomes if o.error is not None]
+    lines = [f"gate failed: {t}: {', '.join(r.failed)} (branch {r.branch})" for t, r in gates]
+    lines += [f"error: {t}: {_one_line(t, e)}" for t, e in errors]
+    parts = []
+    if gates:
+        parts.append("the quality gate failed for " + ", ".join(
+            f"{t} ({', '.join(r.failed)}; main unchanged, evidence branch {r.branch})" for t, r in gates))
+    if errors:
+        parts.append(f"merge failed for {len(errors)} of {len(outcomes)} tables: {', '.join(t for t, _ in errors)}")
+    code = 1 if gates else max((classify(e) for _, e in errors), default=0)
+    warnings = [f"warning: {o.table}: published; {o.result.warning}" for o in outcomes if o.result is not None and o.result.warning]
+    return RunSummary(code, lines, "; ".join(parts), warnings)
+
+
+def _one_line(table: str, exc: BaseException) -> str:
+    if isinstance(exc, CdcError):  # our own errors say what happened (MainMoved names the table itself)
+        return first_line(exc).removeprefix(f"{table}: ")
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+class MergeFailed(CdcError):
+    """Some tables of a run errored (every table ran; each is named)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _current_snapshot(spark: SparkSession, ident: tuple[str, str, str]) -> int | None:
@@ -418,16 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     declared = json.loads(args.expectations)
     spark = SparkSession.builder.appName("cdc-merge").getOrCreate()
-    failed = []
-    for name in args.tables:
+    outcomes = []
+    for name in args.tables:  # every table runs; the outcomes are reported and the exit code taken after
         db, _, table = name.partition(".")
-        result = merge_table(spark, args.catalog, db, table, args.tombstone_days, declared.get(name, ()), args.quality_home)
-        if result.gate is not None and not result.published:
-            failed.append(f"{name}: {', '.join(result.gate.failed)} (branch {result.gate.branch})")
-    for line in failed:
-        print(f"gate failed: {line}", file=sys.stderr)
-    return 1 if failed else 0
-
+        try:
+            result = merge_table(spark, args.catalog, db, table, args.tombstone_days, declared.get(name, ()), args.quality_home)
+        except Exception as exc:  # noqa: BLE001 - reported with the others below
+            log.exception("merge %s failed", name)
+            outcomes.append(TableOutcome(name, error=exc))
+        else:
+            outcomes.append(TableOutcome(name, result=result))
+    summary = summarize(outcomes)
+    for o in outcomes:
+        print(f"{o.table}: {o.status}")
+    for line in [*summary.warnings, *summary.lines]:
+        print(line, file=sys.stderr)
+    return summary.code
 
 if __name__ == "__main__":
     sys.exit(main())
