@@ -5,16 +5,22 @@
   ``main`` only when it passes; a failed gate leaves ``main`` untouched, keeps the branch as
   evidence and exits 1, which fails the task. With ``CDC_MERGE_TABLES`` set there is one task per
   table (``merge__<db>__<table>``), so one table's failed gate fails only its own task; without it,
-  one ``cdc merge --all`` task merges every table (the others are still published) and fails when
-  any gate failed. The three stages run inside one ``cdc merge`` process on purpose: they share one
-  Spark session (starting one costs ~15 s) and the slice the gate checks against (the merge's
-  latest-change view); split into three tasks each would start a session and recompute the slice,
+  one ``cdc merge --all`` task merges every table (a failed gate or an error stops only its own
+  table; the others are still published) and fails when any gate failed or any table errored.
+  The three stages run inside one ``cdc merge`` process on purpose: they share one Spark session
+  (starting one costs ~15 s) and the slice the gate checks against (the merge's latest-change
+  view); split into three tasks each would start a session and recompute the slice,
   and a publish task could run against a branch whose audit task was retried meanwhile.
+  The merge tasks never retry (``retries=0``): a failed gate is not transient (the same slice fails the
+  same way), and a retry would only replace the evidence branch of the failed run with a new one. A merge
+  that failed for a transient reason (exit 3) is picked up by the next scheduled run, which redoes the
+  slice from ``main``.
 * ``cdc_reconcile`` (every 6 hours): ``cdc check`` reconciles the base tables with their MariaDB
   sources at one consistent source position and exits non-zero on a difference. Slower than the
   merge on purpose: it reads the sources.
-* ``cdc_ingest_watchdog`` (hourly): ``cdc status`` reads per-table progress from the lake; the run
-  fails when it cannot (catalog or warehouse unreachable), and its log shows lag and dead letters.
+* ``cdc_ingest_watchdog`` (hourly): ``cdc status --max-lag <CDC_MAX_LAG>`` reads per-table progress from
+  the lake; the run fails when a table's base is staler than the limit (exit 1) or when it cannot read
+  (catalog or warehouse unreachable), and its log shows lag and dead letters.
 
 This file only declares. At parse time it imports Airflow and the standard library, reads a few
 environment variables, and does nothing else: no settings file, no catalog, no Kafka, no Spark.
@@ -28,6 +34,7 @@ Environment read at parse time (all optional):
   CDC_WATCHDOG_SCHEDULE  cron or preset for cdc_ingest_watchdog  (default ``@hourly``)
   CDC_MERGE_TABLES       DB.TABLE names, space or comma separated, to merge (one task each) and
                          check instead of ``--all``
+  CDC_MAX_LAG            the watchdog's freshness limit, a positive number and s|m|h|d (default ``1h``)
 """
 
 from __future__ import annotations
@@ -64,6 +71,20 @@ def table_selection(raw: str) -> str:
 
 TABLES = table_selection(os.environ.get("CDC_MERGE_TABLES", ""))
 
+# A number and one unit letter, nothing else: a subset of what `cdc status --max-lag` accepts, safe in a shell.
+_LAG_RE = re.compile(r"\d{1,9}(?:\.\d{1,6})?[smhd]")
+
+
+def max_lag(raw: str) -> str:
+    """The watchdog's `--max-lag` value (default ``1h``), checked against a strict pattern at parse time."""
+    value = raw.strip() or "1h"
+    if not _LAG_RE.fullmatch(value) or float(value[:-1]) <= 0:
+        raise ValueError(f"CDC_MAX_LAG: not a positive duration like 90s, 30m, 1h or 1d: {value!r}")
+    return value
+
+
+MAX_LAG = max_lag(os.environ.get("CDC_MAX_LAG", ""))
+
 
 def cdc_task(task_id: str, command: str, timeout: timedelta) -> BashOperator:
     """A BashOperator running one `cdc` command in the worker's inherited environment.
@@ -96,7 +117,7 @@ with DAG(
     start_date=_START,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 0},  # a failed gate is not transient; a retry would replace its evidence branch
     tags=["cdc"],
 ) as merge_dag:
     if TABLES == "--all":
@@ -125,4 +146,4 @@ with DAG(
     max_active_runs=1,
     tags=["cdc"],
 ) as watchdog_dag:
-    cdc_task("status", "cdc status", timedelta(minutes=5))
+    cdc_task("status", f"cdc status --max-lag {MAX_LAG}", timedelta(minutes=5))

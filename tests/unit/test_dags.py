@@ -17,7 +17,7 @@ import pytest
 
 DAGS_DIR = Path(__file__).resolve().parents[2] / "airflow_dags"
 DAG_FILE = DAGS_DIR / "cdc_merge.py"
-DAG_ENV = ("CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_MERGE_TABLES", "CDC_CHECK_SCHEDULE")
+DAG_ENV = ("CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_MERGE_TABLES", "CDC_CHECK_SCHEDULE", "CDC_MAX_LAG")
 # What a DAG file must never pull in at parse time: the engines and clients the tasks use.
 HEAVY = ("pyspark", "pyiceberg", "confluent_kafka", "cdc", "spark_jobs", "great_expectations",
          "mysql", "pandas", "pyarrow", "fastavro")
@@ -66,6 +66,7 @@ def test_merge_dag(dagbag: Any) -> None:
     assert dag.max_active_runs == 1
     assert dag.task_ids == ["merge"]
     assert dag.get_task("merge").bash_command == "cdc merge --all"
+    assert dag.get_task("merge").retries == 0  # a failed gate is not transient: a retry would replace its evidence
     assert "gate" in (dag.description or "")
 
 
@@ -84,7 +85,7 @@ def test_watchdog_dag(dagbag: Any) -> None:
     assert dag.catchup is False
     assert dag.max_active_runs == 1
     assert dag.task_ids == ["status"]
-    assert dag.get_task("status").bash_command == "cdc status"
+    assert dag.get_task("status").bash_command == "cdc status --max-lag 1h"  # a stale table fails the run
 
 
 def test_tasks_inherit_the_worker_environment_and_fail_on_any_exit_code(dagbag: Any) -> None:
@@ -103,7 +104,10 @@ def test_schedule_and_tables_come_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("CDC_WATCHDOG_SCHEDULE", "@daily")
     monkeypatch.setenv("CDC_CHECK_SCHEDULE", "@daily")
     monkeypatch.setenv("CDC_MERGE_TABLES", "shop.orders, shop.order_items")
+    monkeypatch.setenv("CDC_MAX_LAG", "30m")
     module = load_dag_module("cdc_merge_env_override")
+    assert module.watchdog_dag.get_task("status").bash_command == "cdc status --max-lag 30m"
+    assert [t.retries for t in module.merge_dag.tasks] == [0, 0]
     assert module.merge_dag.schedule == "*/5 * * * *"
     assert module.watchdog_dag.schedule == "@daily"
     assert module.reconcile_dag.schedule == "@daily"
@@ -131,6 +135,19 @@ def test_unsafe_table_names_are_an_import_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CDC_MERGE_TABLES", raw)
     with pytest.raises(ValueError, match="CDC_MERGE_TABLES"):
         load_dag_module("cdc_merge_bad_tables")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", "1h"), (" ", "1h"), ("90s", "90s"), ("1.5h", "1.5h"), ("2d", "2d")])
+def test_max_lag(dag_module: ModuleType, raw: str, expected: str) -> None:
+    assert dag_module.max_lag(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["1", "h", "1 h", "1H", "-1h", "0s", "0.0m", "1h;id", "$(id)h", "1w", "{{ ds }}", "1h\n1h"])
+@pytest.mark.usefixtures("dagbag")
+def test_bad_max_lag_is_an_import_error(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("CDC_MAX_LAG", raw)
+    with pytest.raises(ValueError, match="CDC_MAX_LAG"):
+        load_dag_module("cdc_merge_bad_max_lag")
 
 
 _PROBE = textwrap.dedent(
