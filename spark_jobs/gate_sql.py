@@ -175,8 +175,11 @@ def resurrected_sql(plan: GatePlan) -> str:
 
 def conservation_sql(plan: GatePlan) -> str:
     """Per bucket where they differ: the branch's row count and main's count + keys the slice inserts - keys it
-    deletes - rows the truncate purge removes. The slice's effect is derived from the latest change per key
-    (the merge's own view), main's keys and the branch's tombstones, independently of the MERGE statement."""
+    deletes - rows the truncate purge removes. The expected count is derived in its own SQL from main's keys,
+    but from inputs the same run produced: the merge's latest-change-per-key view and the tombstones its own
+    tombstones MERGE wrote to the branch. So it checks the base MERGE statement's effect on the row count; a
+    mistake in the slice's derivation or the tombstones shared by both would not show here (the
+    reconciliation against the source, `cdc check`, is the independent check)."""
     main, branch = qualified(*plan.base), qualified(*on_branch(plan.base, plan.branch))
     tombs = qualified(*on_branch(plan.tombstones, plan.branch))
     s_on_m = " AND ".join(f"s.{quote(k)} = m.{quote(k)}" for k in plan.key)
