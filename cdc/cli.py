@@ -417,8 +417,11 @@ def check(ctx: click.Context, tables: tuple[str, ...], all_tables: bool, wait_se
     targets = _targets(catalog, s, tables, all_tables, "check")
     results = check_tables(s, catalog, targets, float(wait_seconds))  # one source position for every table
     _print_reconciliations(_out(ctx), results)
-    if any(r.differs for r in results):  # a table not comparable as of S is no difference (printed; the next check covers it)
+    if any(r.differs for r in results):
         raise CheckFailed("the lake differs from the source")
+    unchecked = [r.table for r in results if r.not_comparable]
+    if unchecked:  # no difference found, but a table left unchecked must not look green to a scheduler
+        raise CheckFailed(f"not compared as of the source position: {', '.join(unchecked)} (the reason is printed above)")
 
 
 def _print_reconciliations(o: Output, results: Sequence[Any]) -> None:

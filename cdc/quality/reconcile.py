@@ -29,7 +29,7 @@ from cdc.lake.contract import FROZEN_COLUMNS
 from cdc.lake.schema import RESERVED
 from cdc.quality import checksum_sql as cs
 from cdc.quality.drill import Aggregates, KeyDiff, add, compare_keyed, compare_multiset, differing, row_of
-from cdc.quality.lake_side import LakeSide, key_property, wait_landed
+from cdc.quality.lake_side import LakeSide, NotLanded, key_property, wait_landed
 from cdc.source import connect
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,16 @@ def check_tables(settings: Settings, catalog: Catalog, tables: Sequence[TableId]
             cur.execute(cs.source_buckets_sql(cs.source_table(p.table.db, p.table.table), p.hashing))
             p.source = add({}, cur.fetchall())
             p.result.seconds = time.monotonic() - source_started
-        for p in planned:
-            wait_landed(catalog, p.table, seq, p.result.position, max(0.0, wait_seconds - (time.monotonic() - started)))
+        for p in planned:  # a table that does not land (halted, say) is not compared; the others still are
+            try:
+                wait_landed(catalog, p.table, seq, p.result.position, max(0.0, wait_seconds - (time.monotonic() - started)))
+            except NotLanded as exc:
+                p.result.not_comparable = str(exc)
         if before_lake is not None:
             before_lake()
         for p in planned:
+            if p.result.not_comparable:
+                continue
             table_started = time.monotonic()
             side = LakeSide(catalog, p.table, p.columns, p.key, seq, p.result.buckets)
             try:

@@ -97,6 +97,14 @@ def repair_table(settings: Settings, catalog: Catalog, table: TableId, wait_seco
     return report
 
 
+def repair_seq(binlog_file: str, position: int) -> int:
+    """The `_seq` a repair's rows carry: just below its snapshot's position, like a bootstrap's rows. Every change
+    before the snapshot is older, every later one newer, and a check at the same position (a quiet source) counts
+    the repair as before it. At the position itself a later check saw the repair as after it: it read the value
+    from before the repair, and reported the key again."""
+    return snapshot_seq(binlog_file, position) - 1
+
+
 def _read(settings: Settings, table: TableId, key: Sequence[str], diffs: Sequence[KeyDiff]
           ) -> tuple[list[tuple[str, dict[str, Any]]], str, int]:
     """(op, lake-typed values by column) per differing key, read in a new consistent snapshot; its position."""
@@ -112,7 +120,7 @@ def _read(settings: Settings, table: TableId, key: Sequence[str], diffs: Sequenc
         by_name = {c.name: c for c in columns}
         key_cols = [_compared(by_name[k]) for k in key]
         binlog_file, pos = open_snapshot(cur)
-        seq = snapshot_seq(binlog_file, pos)
+        seq = repair_seq(binlog_file, pos)
         wanted = {cs.encode_texts([d.key[k] for k in key]): d for d in diffs}
         found: dict[str, dict[str, Any]] = {}
         texts = sorted(wanted)
