@@ -64,6 +64,15 @@ def _summary_value(table: Table, name: str) -> str | None:
     return None
 
 
+def rows_keeping(batches: pa.RecordBatchReader, column: str, values: Sequence[Any]) -> pa.Table:
+    """Pure over a stream: the rows whose `column` is one of `values`, filtered batch by batch, so memory follows
+    the rows kept, not the table (a pushed-down filter prunes only files, and not at all past a few thousand
+    values or for binary and temporal keys)."""
+    wanted = pa.array([v for v in set(values) if v is not None]).cast(batches.schema.field(column).type)
+    kept = [b.filter(pc.is_in(b.column(column), value_set=wanted)) for b in batches]
+    return pa.Table.from_batches([b for b in kept if b.num_rows], schema=batches.schema)
+
+
 def recorded_floor(base: Table) -> int | None:
     """The truncate floor the base's merges published (in their commit summaries; older lakes kept it as a table
     property)."""
@@ -100,10 +109,12 @@ class LakeSide:
 
     # ---- reading the lake ----------------------------------------------------------------------
     def _scan(self, table: Table, fields: Sequence[str], row_filter: BooleanExpression | None = None,
-              snapshot_id: int | None = None) -> pa.Table:
+              snapshot_id: int | None = None, keep: Sequence[Any] | None = None) -> pa.Table:
+        """The rows of `table` (only those whose first key column is one of `keep`, batch by batch, when given)."""
         have = {f.name for f in table.schema().fields}
         picked = [f for f in fields if f in have]
-        data = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=tuple(picked), snapshot_id=snapshot_id).to_arrow()
+        scan = table.scan(row_filter=row_filter or AlwaysTrue(), selected_fields=tuple(picked), snapshot_id=snapshot_id)
+        data = scan.to_arrow() if keep is None else rows_keeping(scan.to_arrow_batch_reader(), self.key[0], keep)
         return self._complete(data, table, fields)
 
     def _complete(self, data: pa.Table, table: Table, fields: Sequence[str]) -> pa.Table:
@@ -185,18 +196,19 @@ class LakeSide:
                            f"{MAX_TOUCHED}): merge, then check again")
         first = self.key[0]
         touched_values = (unmerged.column(first).to_pylist() + late_keys.column(first).to_pylist()) if self.touched else []
-        base_rows = self._scan(self.base, (*self.names, SEQ), self._key_filter(touched_values), self.base_snapshot) \
-            if self.touched else self._empty_base()
+        base_rows = self._scan(self.base, (*self.names, SEQ), self._key_filter(touched_values), self.base_snapshot,
+                               keep=touched_values) if self.touched else self._empty_base()
         con.register("touched_scan", base_rows)
         con.execute(f"CREATE TEMP TABLE {duck_ident(asof.TOUCHED_BASE)} AS SELECT * FROM touched_scan "  # noqa: S608
                     f"WHERE {key_text} IN (SELECT _k FROM {duck_ident(TOUCHED)})").fetchall()
         con.unregister("touched_scan")
         tomb_fields = (*self.key, SEQ)
-        tombs = self._scan(self.tombstones, tomb_fields) if self.tombstones is not None and self.touched else None
+        tombs = self._scan(self.tombstones, tomb_fields, keep=touched_values) \
+            if self.tombstones is not None and self.touched else None
         con.register(asof.TOMBS, tombs if tombs is not None else self._empty_base().select(list(tomb_fields)))
         late_values = late_keys.column(first).to_pylist()
-        history = self._scan(self.changelog, change_fields, self._key_filter(late_values)) if late_keys.num_rows \
-            else self._empty(change_fields)
+        history = self._scan(self.changelog, change_fields, self._key_filter(late_values), keep=late_values) \
+            if late_keys.num_rows else self._empty(change_fields)
         con.register(asof.HISTORY, history)
         trusted = _summary_value(self.base, BOOTSTRAP_SEQ)
         rows_sql, unknown_sql = asof.fold_sql(self.names, key_text, self.seq, self.floor, int(trusted) if trusted else None)
