@@ -42,7 +42,8 @@ def last_gate(catalog: Catalog) -> dict[TableId, GateSummary]:
         runs.setdefault(str(row["run_id"]), []).append(row)
     newest: dict[TableId, list[dict[str, object]]] = {}
     for checks in runs.values():
-        name = TableId.parse(str(checks[0]["table"]))
+        db, _, rest = str(checks[0]["table"]).partition(".")  # the first dot separates: a table name may hold dots
+        name = TableId(db, rest)
         at = checks[0]["checked_at"]
         if name not in newest or _at(newest[name]) < at:  # type: ignore[operator]
             newest[name] = checks

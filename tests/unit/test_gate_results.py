@@ -37,10 +37,12 @@ def test_the_newest_run_per_table_wins(home: Path) -> None:
         _row("r2", "shop.orders", "expect_column_values_to_be_between(amount)", False, t2, False),
         _row("r2", "shop.orders", "conservation", False, t2, False),
         _row("r3", "shop.items", "schema", True, t1, True),
+        _row("r4", "shop.my.table", "schema", True, t1, True),  # a dot in the table's name (it broke `cdc status`)
     ]
     table.append(pa.Table.from_pylist(rows, schema=SCHEMA))
     assert last_gate(catalog) == {
         TableId("shop", "orders"): GateSummary(False, ("conservation", "expect_column_values_to_be_between(amount)"),
                                                "audit_1_r2", t2, published=False),
         TableId("shop", "items"): GateSummary(True, (), None, t1, published=True),
+        TableId("shop", "my.table"): GateSummary(True, (), None, t1, published=True),
     }

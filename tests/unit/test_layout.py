@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 # the only modules that may start or install the local stack: its own package, its CLI commands, the demo
 MAY_USE_THE_STACK = {"cdc/cli.py", "cdc/demo.py"}
@@ -36,15 +38,19 @@ def test_no_production_module_imports_the_local_stack() -> None:
     assert offenders == []
 
 
-def test_spark_jobs_import_only_the_lake_contract_from_cdc() -> None:
-    """Under spark-submit only PySpark is installed: the jobs may take the contract module and nothing else."""
+SHIPPED = ("cdc.lake.contract", "cdc.errors")  # dependency-free modules a spark-submit ships with --py-files
+
+
+def test_spark_jobs_import_only_the_lake_contract_and_the_errors_from_cdc() -> None:
+    """Under spark-submit only PySpark is installed: the jobs may take the contract and the error kinds, nothing else."""
     for path in _modules("spark_jobs"):
         from_cdc = {n for n in _imports(path) if n == "cdc" or n.startswith("cdc.")}
-        assert from_cdc <= {"cdc.lake.contract"} | {n for n in from_cdc if n.startswith("cdc.lake.contract.")}, path
+        assert from_cdc <= {n for n in from_cdc if n.startswith(SHIPPED)}, path
 
 
-def test_the_lake_contract_imports_nothing_of_the_project() -> None:
-    assert {n for n in _imports(ROOT / "cdc/lake/contract.py") if n != "__future__" and not n.startswith("__future__.")} == set()
+@pytest.mark.parametrize("module", ["cdc/lake/contract.py", "cdc/errors.py"])
+def test_what_spark_jobs_ship_imports_nothing_of_the_project(module: str) -> None:
+    assert {n for n in _imports(ROOT / module) if n != "__future__" and not n.startswith("__future__.")} == set()
 
 
 def test_decoding_imports_nothing_from_kafka_iceberg_or_spark() -> None:
