@@ -257,12 +257,12 @@ class Ingestor:
             self.flush()
             if prober is not None:
                 self._advance(prober.take(), tables)
-        finally:
+        finally:  # handlers stay until the clients are closed: a SIGTERM meanwhile is a stop, not a kill
             if prober is not None:
                 prober.stop()
-            _restore_signal_handlers(previous)
             self.consumer.close()
             self.lander.close()
+            _restore_signal_handlers(previous)
         return self.report
 
     def drain(self, timeout: float = 600.0, tables: Collection[TableId] | None = None,
@@ -319,9 +319,9 @@ class Ingestor:
             if probe is not None:
                 self._advance([probe], tables)
         finally:
-            _restore_signal_handlers(previous)
             self.consumer.close()
             self.lander.close()
+            _restore_signal_handlers(previous)
         return self.report
 
     def _position(self, part: Part) -> int:
