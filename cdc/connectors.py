@@ -8,9 +8,9 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from cdc.config import Settings
 from cdc.errors import ConfigError, ServiceError, TransientError
@@ -390,8 +390,19 @@ def covers(have: dict[int, int], target: dict[int, int]) -> bool:
     return all(have.get(d, -1) >= seq for d, seq in target.items())
 
 
-def write_markers(settings: Settings) -> dict[int, int]:
-    """Commit marker A, then marker B, to the always-captured marker table; returns A's GTID.
+T = TypeVar("T")
+
+
+def _last_gtid(cur: Any) -> dict[int, int]:
+    """The GTID of the transaction this connection committed last."""
+    cur.execute("SELECT @@last_gtid")
+    row = cur.fetchone()
+    return gtid_position(str(row[0])) if row and row[0] else {}
+
+
+def write_markers(settings: Settings, after_first: Callable[[Any], T]) -> tuple[T, dict[int, int]]:
+    """Commit marker A to the always-captured marker table, call `after_first` on the connection's cursor, commit
+    marker B; returns what `after_first` gave and B's GTID.
 
     Once Connect's committed offset covers A (B's record carries it), every transaction committed at the
     source before A is in Kafka, acknowledged, whatever tables it touched.
@@ -406,14 +417,12 @@ def write_markers(settings: Settings) -> dict[int, int]:
         marker = f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)"  # noqa: S608 - constants
         cur.execute(marker, (time.time_ns(),))
         conn.commit()
-        cur.execute("SELECT @@last_gtid")
-        row = cur.fetchone()
-        target = gtid_position(str(row[0])) if row and row[0] else {}
+        first = after_first(cur)
         cur.execute(marker, (time.time_ns(),))
         conn.commit()
+        return first, _last_gtid(cur)
     finally:
         conn.close()
-    return target
 
 
 def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
@@ -425,7 +434,7 @@ def wait_captured(settings: Settings, timeout: float = 120.0) -> None:
     offset names the transactions completed before the record. So: commit marker A, then marker
     B, and wait until the committed offset covers A's GTID (B's record carries it).
     """
-    target = write_markers(settings)
+    target, _ = write_markers(settings, _last_gtid)
     deadline = time.monotonic() + timeout
     have: dict[int, int] = {}
     while time.monotonic() < deadline:

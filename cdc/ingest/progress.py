@@ -28,11 +28,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from pyiceberg.catalog import Catalog
 
 from cdc.config import Settings
-from cdc.connectors import MARKER_TABLE, committed_gtids, covers, gtid_position
+from cdc.connectors import committed_gtids, covers, gtid_position, write_markers
 from cdc.errors import ServiceError, TransientError
 from cdc.events.model import TableId
 from cdc.events.position import STREAM, BinlogPosition, binlog_file_index
-from cdc.ingest.capture import MARKER_DB
 from cdc.ingest.watermarks import admin_client
 from cdc.lake import state
 from cdc.lake.state import Through
@@ -101,25 +100,9 @@ def _markers(settings: Settings) -> Covered:
     """Commit marker A, take the point after it, commit marker B; B's record gives Connect an offset that covers
     that point. When B directly follows the point, a later point with B as its only newer transaction is as
     complete as this one (a marker carries no table data): that is `quiet`."""
-    from cdc.source import connect
-
-    conn = connect(settings)
-    try:
-        cur = conn.cursor()
-        cur.execute(f"CREATE DATABASE IF NOT EXISTS {MARKER_DB}")
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {MARKER_DB}.{MARKER_TABLE} (id INT PRIMARY KEY, token BIGINT NOT NULL)")
-        marker = f"REPLACE INTO {MARKER_DB}.{MARKER_TABLE} VALUES (1, %s)"  # noqa: S608 - constants
-        cur.execute(marker, (time.time_ns(),))
-        conn.commit()
-        point = _point(cur, f"{settings.mariadb.host}:{settings.mariadb.port}")
-        cur.execute(marker, (time.time_ns(),))
-        conn.commit()
-        cur.execute("SELECT @@last_gtid")
-        row = cur.fetchone()
-    finally:
-        conn.close()
+    point, after = write_markers(settings, lambda cur: _point(cur, f"{settings.mariadb.host}:{settings.mariadb.port}"))
     quiet = None
-    for domain, seq in gtid_position(str(row[0]) if row and row[0] else "").items():
+    for domain, seq in after.items():
         if point.gtids.get(domain, 0) + 1 == seq:  # B is the next transaction after the point in its domain
             quiet = {**point.gtids, domain: seq}
     return Covered(point, quiet)
