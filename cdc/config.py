@@ -145,8 +145,51 @@ class SparkSettings(_Section):
     shuffle_partitions: int = Field(4, ge=1)
 
 
+MergeMode = Literal["merge-on-read", "copy-on-write"]
+
+
+def interval_minutes(value: str | int) -> int:
+    """A merge interval as whole minutes, 15 to 60: `15m`, `30m`, `1h`, or a number of minutes."""
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(\d{1,4})\s*(m|min|h)?", text)
+    if not match:
+        raise ValueError(f"a merge interval is minutes (15m to 60m, or 1h), not {value!r}")
+    minutes = int(match.group(1)) * (60 if match.group(2) == "h" else 1)
+    if not 15 <= minutes <= 60:
+        raise ValueError(f"a merge interval is 15 to 60 minutes, not {value!r}")
+    return minutes
+
+
 class MergeSettings(_Section):
-    tombstone_days: int = Field(7, ge=1, le=3650)  # how long a delete blocks a late, older change of its key
+    # how long a delete blocks a late, older change of its key, counted from when the delete reached the lake
+    tombstone_days: int = Field(7, ge=1, le=3650)
+    # how a MERGE writes the base: position deletes beside the data (merge-on-read), or rewritten files
+    mode: MergeMode = "merge-on-read"
+    interval: str = "15m"  # how often Airflow merges a table (15m to 60m); tables.<t>.merge_interval overrides
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        interval_minutes(v)
+        return v
+
+
+class MaintenanceSettings(_Section):
+    """When `cdc maintain` does each step: every step runs only when its measured need passes the threshold."""
+
+    # compact a bucket's data files when it holds at least this many files smaller than the target size
+    min_small_files: int = Field(8, ge=2)
+    target_file_mb: int = Field(128, ge=1, le=4096)
+    # compact a base bucket whose position-delete files reference at least this share of its rows
+    delete_ratio: float = Field(0.1, gt=0, le=1)
+    # expire snapshots older than this many hours, keeping at least `retain_snapshots` (the newest)
+    snapshot_hours: float = Field(24.0, gt=0)
+    retain_snapshots: int = Field(10, ge=1)
+    # rewrite manifests when the current snapshot has more than this many data manifests
+    max_manifests: int = Field(50, ge=1)
+    # remove files no snapshot references once they are this old (a running writer's files are younger)
+    orphan_days: float = Field(3.0, ge=1)
+    interval: str = "6h"  # how often Airflow's maintenance DAG runs (a cron preset or cron expression also works)
 
 
 class TableOverride(_Section):
@@ -167,6 +210,15 @@ class TableOverride(_Section):
     # great-expectations expectation configurations the merge's gate checks on the audit branch:
     # [{type: expect_column_values_to_be_between, kwargs: {column: amount, min_value: 0}}]
     expectations: list[dict[str, Any]] = Field(default_factory=list)
+    merge_mode: MergeMode | None = None  # default: merge.mode
+    merge_interval: str | None = None  # default: merge.interval (15m to 60m)
+
+    @field_validator("merge_interval")
+    @classmethod
+    def _merge_interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            interval_minutes(v)
+        return v
 
     @field_validator("key")
     @classmethod
@@ -198,6 +250,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     spark: SparkSettings = Field(default_factory=SparkSettings)  # type: ignore[arg-type]
     merge: MergeSettings = Field(default_factory=MergeSettings)  # type: ignore[arg-type]
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)  # type: ignore[arg-type]
     tables: dict[str, TableOverride] = Field(default_factory=dict)
 
     @field_validator("tables")
@@ -249,6 +302,15 @@ class Settings(BaseSettings):
     def table_settings(self, db: str, table: str) -> TableOverride:
         """The table's own settings, or the defaults."""
         return self.tables.get(f"{db}.{table}") or TableOverride.model_validate({})
+
+    def merge_mode_for(self, db: str, table: str) -> MergeMode:
+        override = self.tables.get(f"{db}.{table}")
+        return override.merge_mode if override and override.merge_mode else self.merge.mode
+
+    def merge_interval_for(self, db: str, table: str) -> int:
+        """Minutes between two scheduled merges of the table."""
+        override = self.tables.get(f"{db}.{table}")
+        return interval_minutes(override.merge_interval if override and override.merge_interval else self.merge.interval)
 
     def buckets_for(self, db: str, table: str) -> int:
         override = self.tables.get(f"{db}.{table}")
