@@ -399,6 +399,35 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
         raise MergeFailed(summary.message, summary.code)
 
 
+# ----------------------------------------------------------------------------------------- tables
+@cli.command()
+@click.argument("tables", nargs=-1)
+@click.option("--due", "only_due", is_flag=True, help="Only the tables whose scheduled merge is due.")
+@click.option("--within", "within_seconds", default=0, show_default=True, type=click.IntRange(0, 3600),
+              help="Also count as due what falls due within this many seconds.")
+@click.pass_context
+def tables(ctx: click.Context, tables: tuple[str, ...], only_due: bool, within_seconds: int) -> None:
+    """Lake tables (or the named ones) with their merge interval, last merge and whether a merge is due (Airflow's merge DAG)."""
+    from cdc.schedule import due_tables, merge_job_args, next_merge_ms, read_schedules
+    from cdc.status import when
+
+    s = _settings(ctx)
+    catalog = _catalog(s)
+    targets = _targets(catalog, s, tables, not tables, "list")
+    schedules = read_schedules(s, catalog, targets)
+    now_ms = int(time.time() * 1000)
+    due = set(due_tables(schedules, now_ms, within_seconds * 1000))
+    listed = [(t, sc) for t, sc in zip(targets, schedules, strict=True) if sc.table in due or not only_due]
+    o = _out(ctx)
+    o.table("tables", "tables", ["table", "state", "merge_interval_minutes", "last_merge", "last_failed_gate", "next_merge",
+                                 "pending", "due"],
+            [(sc.table, sc.state, sc.interval_minutes, when(sc.last_merge_ms), when(sc.last_failed_ms),
+              when(next_merge_ms(sc.last_attempt_ms, sc.interval_minutes)) if sc.last_attempt_ms else "now", sc.pending,
+              sc.table in due) for _, sc in listed])
+    if o.format == "json":  # what a spark-submit of spark_jobs/merge.py takes per listed table
+        o.value("merge_job_args", {sc.table: merge_job_args(s, t) for t, sc in listed}, "")
+
+
 # ------------------------------------------------------------------------------------------ check
 @cli.command()
 @click.argument("tables", nargs=-1)
