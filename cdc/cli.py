@@ -408,8 +408,7 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
 @click.pass_context
 def tables(ctx: click.Context, tables: tuple[str, ...], only_due: bool, within_seconds: int) -> None:
     """Lake tables (or the named ones) with their merge interval, last merge and whether a merge is due (Airflow's merge DAG)."""
-    from cdc.schedule import due_tables, merge_job_args, next_merge_ms, read_schedules
-    from cdc.status import when
+    from cdc.schedule import due_tables, merge_job_args, next_merge_ms, read_schedules, when
 
     s = _settings(ctx)
     catalog = _catalog(s)

@@ -18,6 +18,7 @@ its tick, so with `within_ms` of half the tick a table keeps its interval instea
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 MINUTE_MS = 60_000
 AUDIT_PREFIX = "audit_"  # = spark_jobs.gate_sql.AUDIT_PREFIX: the branches write-audit-publish writes
+
+
+def when(ms: int | None) -> str:
+    """Pure: a lake time as `cdc status` shows it (`-`: none); cdc.status would import the quality stack for it."""
+    return "-" if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def next_merge_ms(last_merge_ms: int | None, interval_minutes: int) -> int | None:
