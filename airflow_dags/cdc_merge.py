@@ -15,10 +15,12 @@
   (starting one costs ~15 s) and the slice the gate checks against. A failed gate keeps ``main`` untouched and
   the audit branch as evidence and exits 1, failing the task. The merge tasks never retry (``retries=0``): a
   failed gate is not transient and a retry would replace its evidence; ``cdc tables`` counts a failed gate's
-  branch as an attempt, so the table is tried again after its interval, and a transient failure (exit 3) too.
+  branch as an attempt, so the table is tried again after its interval. A merge that failed for a transient
+  reason (exit 3) left nothing behind: the next tick takes the table again.
 * ``cdc_maintain`` (every 6 hours, ``maintenance.interval``'s default): ``cdc maintain`` compacts, expires
   snapshots, rewrites manifests and removes orphans where the lake's measurements say so.
-* ``cdc_bootstrap`` (manual, with params ``table`` and ``rebuild``): ``cdc bootstrap DB.TABLE [--rebuild]``.
+* ``cdc_bootstrap`` (manual, with params ``table`` and ``rebuild``): ``cdc bootstrap DB.TABLE [--rebuild]``, one run
+  at a time (a bootstrap reads a whole source table; two of the same table must never overlap).
   ``table`` must be ``DB.TABLE`` of letters, digits and ``_`` (Airflow refuses the run otherwise, and the task
   checks again); both reach bash as environment variables, never as part of the command text.
 * ``cdc_reconcile`` (every 6 hours): ``cdc check`` reconciles the base tables with their MariaDB sources at one
@@ -293,6 +295,7 @@ with DAG(
     schedule=None,
     start_date=_START,
     catchup=False,
+    max_active_runs=1,
     params={
         "table": Param(type="string", pattern=PARAM_PATTERN, maxLength=129, description="DB.TABLE (letters, digits and _)"),
         "rebuild": Param(False, type="boolean", description="rebuild an existing lake table while writes continue"),

@@ -98,6 +98,7 @@ def test_bootstrap_dag_takes_strict_params_and_passes_them_as_variables(dagbag: 
 
     dag = dagbag.dags["cdc_bootstrap"]
     assert dag.schedule is None
+    assert dag.max_active_runs == 1
     task = dag.get_task("bootstrap")
     assert "params" not in task.bash_command  # never rendered into the command text
     assert task.env["DAG_TABLE"] == "{{ params.table }}"
