@@ -23,8 +23,8 @@ from cdc.events.model import TableId
 from cdc.ingest import dlq
 from cdc.ingest.capture import MARKER_DB, CaptureRules
 from cdc.ingest.commit import landed_offsets
-from cdc.lake import catalog as lake, state
-from cdc.lake.contract import BOOTSTRAP_POSITION, COMPLETE_THROUGH
+from cdc.lake import bookkeeping, catalog as lake, state
+from cdc.lake.contract import BOOTSTRAP_POSITION, COMPLETE_THROUGH, LANDED, MERGED_LANDED
 from cdc.lake.state import Through
 from cdc.quality.gate_results import GateSummary, last_gate
 
@@ -101,16 +101,44 @@ def _table(catalog: Catalog, table: TableId, landed: Through | None) -> TableSta
             base_through = Through.from_json(props[COMPLETE_THROUGH])
         if merged_upto is not None and base_through is not None and published:
             break
-    unmerged = 0
-    for snap in lake.ancestors(changelog):
-        if snap.snapshot_id == merged_upto:
-            break
-        if snap.summary is not None:
-            unmerged += int(snap.summary.additional_properties.get("added-records", "0"))
-    out.unmerged = unmerged
-    caught_up = published and (cl_snap is None or cl_snap.snapshot_id == merged_upto)
+    # maintenance may have expired every snapshot that recorded them: the values pinned as table properties
+    pinned = base.properties
+    published = published or bool(pinned.get(lake.MERGED_UPTO) or pinned.get(BOOTSTRAP_POSITION))
+    if merged_upto is None and pinned.get(lake.MERGED_UPTO):
+        merged_upto = int(pinned[lake.MERGED_UPTO])
+    if base_through is None and pinned.get(COMPLETE_THROUGH):
+        base_through = Through.from_json(pinned[COMPLETE_THROUGH])
+    merged_landed = bookkeeping.value(base, MERGED_LANDED)
+    landed_now = bookkeeping.landing(changelog).landed
+    if merged_landed is not None:
+        out.unmerged = unmerged_rows(changelog, int(merged_landed))
+        caught_up = published and int(merged_landed) >= landed_now
+    else:  # merged before landing numbers existed: by snapshot
+        unmerged = 0
+        for snap in lake.ancestors(changelog):
+            if snap.snapshot_id == merged_upto:
+                break
+            if snap.summary is not None:
+                unmerged += int(snap.summary.additional_properties.get("added-records", "0"))
+        out.unmerged = unmerged
+        caught_up = published and (cl_snap is None or cl_snap.snapshot_id == merged_upto)
     out.complete_through = _later(base_through, landed if caught_up else None)
     return out
+
+
+def unmerged_rows(changelog: Any, merged_landed: int) -> int:
+    """Rows the landing commits numbered above `merged_landed` added (from their summaries; snapshots expired
+    before they were merged are not counted)."""
+    total = 0
+    for snap in lake.ancestors(changelog):
+        props = snap.summary.additional_properties if snap.summary is not None else {}
+        number = props.get(LANDED)
+        if number is None:
+            continue  # a compaction or schema change: adds no new rows
+        if int(number) <= merged_landed:
+            break
+        total += int(props.get("added-records", "0"))
+    return total
 
 
 def _kafka_lag(settings: Settings, statuses: list[TableStatus]) -> str | None:

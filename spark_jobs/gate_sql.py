@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cdc.lake.contract import OP, SEQ, SOURCE_TS
+from cdc.lake.contract import INGESTED_AT, OP, SEQ, SOURCE_TS
 
 try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
     from spark_jobs.merge_sql import IdentifierError, _literal, qualified, quote
@@ -89,14 +89,15 @@ def merge_tombstones_sql(tombstones: Sequence[str], branch: str, key: Sequence[s
         raise IdentifierError("tombstones need at least one key column")
     main, br = qualified(*tombstones), qualified(*on_branch(tombstones, branch))
     cols = (*key, SEQ, SOURCE_TS)
-    seq, ts = quote(SEQ), quote(SOURCE_TS)
+    seq, ts, now = quote(SEQ), quote(SOURCE_TS), quote(INGESTED_AT)
     newer = " AND ".join([*(f"b.{quote(k)} = m.{quote(k)}" for k in key), f"b.{seq} <= m.{seq}"])
     return (
         f"MERGE INTO {main} AS t\n"
         f"USING (SELECT {', '.join(f'b.{quote(c)}' for c in cols)} FROM {br} b LEFT ANTI JOIN {main} m ON {newer}) AS s\n"
         f"ON {' AND '.join(f't.{quote(k)} = s.{quote(k)}' for k in key)}\n"
-        f"WHEN MATCHED AND s.{seq} > t.{seq} THEN UPDATE SET t.{seq} = s.{seq}, t.{ts} = s.{ts}\n"
-        f"WHEN NOT MATCHED THEN INSERT ({', '.join(quote(c) for c in cols)}) VALUES ({', '.join(f's.{quote(c)}' for c in cols)})"
+        f"WHEN MATCHED AND s.{seq} > t.{seq} THEN UPDATE SET t.{seq} = s.{seq}, t.{ts} = s.{ts}, t.{now} = current_timestamp()\n"
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(quote(c) for c in cols)}, {now}) "
+        f"VALUES ({', '.join(f's.{quote(c)}' for c in cols)}, current_timestamp())"
     )
 
 

@@ -28,9 +28,8 @@ try:  # as a package (cdc merge) or as a file (spark-submit)
     from spark_jobs.merge_sql import Default, IdentifierError, qualified, quote
 except ImportError:  # pragma: no cover
     from merge_sql import Default, IdentifierError, qualified, quote  # type: ignore[no-redef]
-from cdc.lake.contract import KAFKA_OFFSET, KAFKA_PARTITION, OP, RANK, SEQ, SOURCE_TS
+from cdc.lake.contract import APPLIED_SEQ as APPLIED_SEQ, KAFKA_OFFSET, KAFKA_PARTITION, OP, RANK, SEQ, SOURCE_TS
 
-APPLIED_SEQ = "cdc.multiset-applied-seq"  # base commit summary: the newest `_seq` the fold has applied
 SLICE_VIEW = "_cdc_multiset_slice"
 _COUNT = "_cdc_count"
 _REMOVED = "_cdc_removed"

@@ -50,8 +50,8 @@ from cdc.ingest.capture import CaptureRules, unsupported_name
 from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import anchor_bootstrap, unbucketable_key
 from cdc.ingest.watermarks import topic_ids, watermarks
-from cdc.lake import catalog as lake, state
-from cdc.lake.contract import BOOTSTRAP_POSITION, BOOTSTRAP_SEQ, SEQ, SOURCE_TS, reserved_name
+from cdc.lake import bookkeeping, catalog as lake, state
+from cdc.lake.contract import BOOTSTRAP_POSITION, BOOTSTRAP_SEQ, MERGED_LANDED, SEQ, SOURCE_TS, reserved_name
 from cdc.retry import RetryPolicy, retrying
 from cdc.source import connect, quote_ident
 
@@ -321,6 +321,7 @@ def bootstrap(
         settings.tables[str(table)] = TableOverride(buckets=buckets)
     changelog = lake.ensure_tables(catalog, settings, table, schema)
     landed_before = changelog.current_snapshot()
+    landed_number = bookkeeping.landing(changelog).landed  # every changelog row numbered up to it is older
     # the seam in Kafka: every message at or after these offsets was written after the snapshot's
     # position or is older than it (and loses to the snapshot rows); read before the snapshot is taken
     rules = CaptureRules.from_settings(settings)
@@ -359,6 +360,7 @@ def bootstrap(
             properties = {BOOTSTRAP_POSITION: f"{binlog_file}:{position}", BOOTSTRAP_SEQ: str(seq)}
             if landed_before is not None:
                 properties[lake.MERGED_UPTO] = str(landed_before.snapshot_id)
+                properties[MERGED_LANDED] = str(landed_number)
             source_ts = dt.datetime.now(dt.UTC)
             for rows in read_chunks(cur, query, chunk_rows):
                 values = list(zip(*rows, strict=True))[: query.width]
@@ -476,3 +478,5 @@ def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str
             ms.remove_branch(branch)
 
     retrying(f"{table}: publish the bootstrap branch {branch}", policy, attempt)
+    retrying(f"{table}: pin the bootstrap's bookkeeping", policy,
+             lambda: bookkeeping.pin(catalog.load_table(lake.base_name(table))))

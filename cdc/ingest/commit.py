@@ -18,7 +18,7 @@ from pyiceberg.table import Table
 
 from cdc.events.model import KafkaCoordinates
 from cdc.ingest import offsets as off
-from cdc.lake.catalog import ancestors
+from cdc.lake import bookkeeping
 from cdc.retry import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -31,23 +31,19 @@ class Sink(Protocol):
 
     def load(self) -> Table: ...
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
-        """Append `rows` in one snapshot recording `offsets` and the ids of their topics."""
-
-
-def _summaries(table: Table) -> list[dict[str, str] | None]:
-    return [s.summary.additional_properties if s.summary is not None else None for s in ancestors(table)]
+    def write(self, table: Table, rows: pa.Table, record: bookkeeping.Landing) -> None:
+        """Append `rows` in one metadata commit that records `record` (summary and table properties)."""
 
 
 def landed_offsets(table: Table) -> off.Offsets:
-    """The offsets a table's newest landing commit recorded (read through its ancestry)."""
-    return off.recorded(_summaries(table))
+    """The offsets a table's newest landing commit recorded."""
+    return bookkeeping.landing(table).offsets
 
 
 def landed_state(table: Table) -> tuple[off.Offsets, dict[str, str]]:
     """The offsets and topic ids of the table's newest landing commit."""
-    summaries = _summaries(table)
-    return off.recorded(summaries), off.recorded_ids(summaries)
+    record = bookkeeping.landing(table)
+    return record.offsets, record.topic_ids
 
 
 def append_once(
@@ -72,8 +68,9 @@ def append_once(
         nonlocal attempts
         attempts += 1
         table = sink.load()
-        landed, landed_ids = landed_state(table)
-        landed = {t: o for t, o in landed.items() if not off.other_incarnation(landed_ids, current, t)}
+        before = bookkeeping.landing(table)
+        landed_ids = before.topic_ids
+        landed = {t: o for t, o in before.offsets.items() if not off.other_incarnation(landed_ids, current, t)}
         keep = [True] * len(coordinates) if replay else off.not_landed(coordinates, lambda c: c, landed)
         fresh = rows if all(keep) else rows.filter(pa.array(keep, type=pa.bool_()))
         if fresh.num_rows == 0:
@@ -82,7 +79,7 @@ def append_once(
             elif rows.num_rows:
                 log.info("%s: %d records were already in the lake, skipped", sink.name, rows.num_rows)
             return 0
-        sink.write(table, fresh, off.forward(landed, offsets), {**landed_ids, **current})
+        sink.write(table, fresh, bookkeeping.Landing(off.forward(landed, offsets), {**landed_ids, **current}, before.landed + 1))
         return int(fresh.num_rows)
 
     return retrying(sink.name, policy, attempt)

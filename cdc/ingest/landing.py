@@ -36,9 +36,9 @@ from cdc.events.model import ChangeEvent, DecodeFailure, KafkaCoordinates, Kind,
 from cdc.ingest import ddl, dlq, offsets as off
 from cdc.ingest.batch import Batch, Raw, TableChanges
 from cdc.ingest.capture import CaptureRules, unsupported_name
-from cdc.ingest.commit import append_once, landed_offsets, landed_state
-from cdc.lake import catalog as lake, evolution, schema as lake_schema, state
-from cdc.lake.contract import OFFSETS, TOPIC_IDS, reserved_name
+from cdc.ingest.commit import append_once, landed_offsets
+from cdc.lake import bookkeeping, catalog as lake, evolution, schema as lake_schema, state
+from cdc.lake.contract import reserved_name
 from cdc.lake.writer import plain_arrow, to_arrow
 from cdc.retry import RetryPolicy, error_kind, retrying
 
@@ -80,13 +80,11 @@ class ChangelogSink:
         self.catalog, self.table, self.name = catalog, table, str(table)
 
     def load(self) -> Table:
-        return lake.landing_table(self.catalog.load_table(lake.changelog_name(self.table)))
+        return bookkeeping.with_landed_column(lake.landing_table(self.catalog.load_table(lake.changelog_name(self.table))))
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
-        with table.transaction() as tx:
-            tx.append(rows, snapshot_properties=_summary(offsets, topic_ids))
-            if rows.num_rows:
-                faults.point(faults.AFTER_WRITE)  # data files are written; the catalog does not know them yet
+    def write(self, table: Table, rows: pa.Table, record: bookkeeping.Landing) -> None:
+        # AFTER_WRITE: data files are written; the catalog does not know them yet
+        bookkeeping.commit(table, rows, record, after_write=lambda: faults.point(faults.AFTER_WRITE))
 
 
 class DeadLetterSink:
@@ -98,15 +96,8 @@ class DeadLetterSink:
     def load(self) -> Table:
         return lake.landing_table(dlq.dlq_table(self.catalog))
 
-    def write(self, table: Table, rows: pa.Table, offsets: off.Offsets, topic_ids: dict[str, str]) -> None:
-        table.append(rows, snapshot_properties=_summary(offsets, topic_ids))
-
-
-def _summary(offsets: off.Offsets, topic_ids: dict[str, str]) -> dict[str, str]:
-    summary = {OFFSETS: off.encode(offsets)}
-    if topic_ids:
-        summary[TOPIC_IDS] = off.encode_ids(topic_ids)
-    return summary
+    def write(self, table: Table, rows: pa.Table, record: bookkeeping.Landing) -> None:
+        bookkeeping.commit(table, rows, record)
 
 
 class Lander:
@@ -288,7 +279,8 @@ class Lander:
         def attempt() -> None:
             t = sink.load()
             if t.current_snapshot() is None:
-                sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), starts, topic_ids)
+                record = bookkeeping.Landing(starts, topic_ids, bookkeeping.landing(t).landed + 1)
+                sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), record)
 
         self._call(f"{table}: anchor", attempt)
 
@@ -448,12 +440,14 @@ def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anch
 
     def attempt() -> None:
         changelog = sink.load()
-        landed, landed_ids = landed_state(changelog)
+        before = bookkeeping.landing(changelog)
+        landed, landed_ids = before.offsets, before.topic_ids
         current = {topic: topic_id} if topic_id else {}
         same = not off.other_incarnation(landed_ids, current, topic)
         moved = {**landed, topic: off.reanchor(landed.get(topic, {}), anchor, high_now, same_topic=same)}
         if moved != landed or changelog.current_snapshot() is None or (topic_id and landed_ids.get(topic) != topic_id):
-            sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(), moved, {**landed_ids, **current})
+            sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(),
+                       bookkeeping.Landing(moved, {**landed_ids, **current}, before.landed + 1))
             log.info("%s: streaming takes over at %s", table, off.encode({topic: moved[topic]}))
 
     retrying(f"{table}: anchor the bootstrap", policy, attempt)

@@ -44,6 +44,7 @@ from cdc.lake.contract import (  # re-exported: other modules name them through 
     KAFKA_OFFSET as KAFKA_OFFSET,
     KAFKA_PARTITION as KAFKA_PARTITION,
     KAFKA_TOPIC as KAFKA_TOPIC,
+    LANDED_COLUMN as LANDED_COLUMN,
     METADATA_COLUMNS as METADATA_COLUMNS,
     OP as OP,
     SEQ as SEQ,
@@ -112,6 +113,7 @@ def _meta_columns(changelog: bool) -> list[Column]:
             Column(KAFKA_TOPIC, ColumnType(Kind.STRING)),
             Column(KAFKA_PARTITION, ColumnType(Kind.INT)),
             Column(KAFKA_OFFSET, ColumnType(Kind.LONG)),
+            Column(LANDED_COLUMN, ColumnType(Kind.LONG)),
         ]
     return cols
 
@@ -127,7 +129,9 @@ def lake_columns(source: TableSchema, changelog: bool) -> list[Column]:
 def tombstone_columns(source: TableSchema) -> list[Column]:
     """Deleted keys and the position of their delete, so an older change cannot bring them back."""
     by_name = {c.name: c for c in source.columns}
-    return [Column(k, by_name[k].type, True) for k in source.key] + _meta_columns(changelog=False)
+    # `_ingested_at`: when the delete reached the lake; tombstones expire by it (lake time, not source time)
+    return [Column(k, by_name[k].type, True) for k in source.key] + _meta_columns(changelog=False) + [
+        Column(INGESTED_AT, ColumnType(Kind.TIMESTAMPTZ))]
 
 
 def widens(old: IcebergType, new: IcebergType) -> bool:

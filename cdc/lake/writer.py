@@ -35,6 +35,8 @@ def to_arrow(events: Sequence[ChangeEvent], target: pa.Schema, ingested_at: dt.d
         columns[ls.KAFKA_TOPIC].append(c.topic)
         columns[ls.KAFKA_PARTITION].append(c.partition)
         columns[ls.KAFKA_OFFSET].append(c.offset)
+        if ls.LANDED_COLUMN in columns:
+            columns[ls.LANDED_COLUMN].append(None)  # the commit numbers its rows (`cdc.lake.bookkeeping.number`)
     arrays = [pa.array(columns[f.name], type=f.type) for f in target]
     return pa.Table.from_arrays(arrays, schema=target)
 

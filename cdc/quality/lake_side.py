@@ -14,22 +14,42 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyiceberg.catalog import Catalog
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual, In
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThan,
+    GreaterThanOrEqual,
+    In,
+    IsNull,
+    LessThanOrEqual,
+    Or,
+)
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import Table
 
 from cdc.errors import CdcError
 from cdc.events.model import TableId
-from cdc.lake import catalog as lake, state
-from cdc.lake.catalog import ancestors
-from cdc.lake.contract import BOOTSTRAP_SEQ, KAFKA_OFFSET, KAFKA_PARTITION, MERGED_UPTO, OP, SEQ, TRUNCATED_BEFORE
+from cdc.lake import bookkeeping, catalog as lake, state
+from cdc.lake.contract import (
+    APPLIED_SEQ,
+    BOOTSTRAP_SEQ,
+    KAFKA_OFFSET,
+    KAFKA_PARTITION,
+    LANDED_COLUMN,
+    MERGED_LANDED,
+    MERGED_UPTO,
+    OP,
+    SEQ,
+    TRUNCATED_BEFORE,
+)
 from cdc.quality import asof
 from cdc.quality.checksum_sql import Compared, Hashing, duck_ident, lake_buckets_sql, lake_cells_sql, lake_hashing, lake_rows_sql
 from cdc.quality.drill import Aggregates, add
 
 log = logging.getLogger(__name__)
 
-APPLIED_SEQ = "cdc.multiset-applied-seq"  # spark_jobs/multiset_sql.py: the newest `_seq` a keyless fold applied
 MAX_TOUCHED = 1_000_000  # keys changed around S held whole; above it the check is refused
 PUSHDOWN_VALUES = 5_000  # key values sent to Iceberg as an `In` filter (prunes files); above it the scan is full
 STREAM = "base_stream"
@@ -57,11 +77,10 @@ def wait_landed(catalog: Catalog, table: TableId, seq: int, position: str, timeo
 
 
 def _summary_value(table: Table, name: str) -> str | None:
-    for snap in ancestors(table):
-        props = snap.summary.additional_properties if snap.summary is not None else {}
-        if props.get(name):
-            return str(props[name])
-    return None
+    return bookkeeping.value(table, name)  # the newest summary, or the property maintenance left it in
+
+
+Part = tuple[list[Any], BooleanExpression]  # changelog files and the row filter that picks the part's rows
 
 
 def rows_keeping(batches: pa.RecordBatchReader, column: str, values: Sequence[Any]) -> pa.Table:
@@ -130,17 +149,25 @@ class LakeSide:
         fields = (*self.names, SEQ)
         return self.base.scan(selected_fields=fields, snapshot_id=self.base_snapshot).to_arrow_batch_reader()
 
-    def _split(self) -> tuple[list[Any], list[Any]]:
-        """The changelog's current data files: (unmerged, merged) scan tasks (see `cdc.quality.asof`)."""
+    def _split(self) -> tuple[Part, Part]:
+        """The changelog's rows as (files, row filter): (unmerged, merged). Merged is a row predicate on the landing
+        number (`_cdc_landed` <= the base's merged one), which rows keep through compaction and expiry; a base merged
+        before landing numbers existed is split by the files of the changelog snapshot it merged."""
         current = self.changelog.current_snapshot()
         if current is None:
-            return [], []
+            return ([], AlwaysTrue()), ([], AlwaysTrue())
         tasks = list(self.changelog.scan(snapshot_id=current.snapshot_id).plan_files())
-        merged = _summary_value(self.base, MERGED_UPTO) if self.base_snapshot is not None else None
+        merged_landed = bookkeeping.value(self.base, MERGED_LANDED) if self.base_snapshot is not None else None
+        if merged_landed is not None:
+            n = int(merged_landed)
+            return ((tasks, GreaterThan(LANDED_COLUMN, n)),  # type: ignore[call-arg, arg-type]
+                    (tasks, Or(LessThanOrEqual(LANDED_COLUMN, n), IsNull(LANDED_COLUMN))))  # type: ignore[call-arg, arg-type]
+        merged = bookkeeping.value(self.base, MERGED_UPTO) if self.base_snapshot is not None else None
         if merged is None or self.changelog.snapshot_by_id(int(merged)) is None:
-            return tasks, []
+            return (tasks, AlwaysTrue()), ([], AlwaysTrue())
         done = {t.file.file_path for t in self.changelog.scan(snapshot_id=int(merged)).plan_files()}
-        return [t for t in tasks if t.file.file_path not in done], [t for t in tasks if t.file.file_path in done]
+        return (([t for t in tasks if t.file.file_path not in done], AlwaysTrue()),
+                ([t for t in tasks if t.file.file_path in done], AlwaysTrue()))
 
     def _read(self, tasks: list[Any], fields: Sequence[str], row_filter: BooleanExpression | None = None) -> pa.Table:
         """Rows of the given changelog files (every field of `fields`; a column the changelog lacks reads NULL)."""
@@ -169,8 +196,8 @@ class LakeSide:
             self.not_comparable = "the table was truncated after the check's source position"
             return
         change_fields = (*self.names, *CHANGE_FIELDS)
-        unmerged_tasks, merged_tasks = self._split()
-        unmerged = self._read(unmerged_tasks, change_fields)
+        (unmerged_tasks, unmerged_filter), (merged_tasks, merged_filter) = self._split()
+        unmerged = self._read(unmerged_tasks, change_fields, unmerged_filter)
         con = self.con
         con.register(asof.UNMERGED, unmerged)
         truncated = con.execute(f"SELECT max({duck_ident(SEQ)}) FROM {duck_ident(asof.UNMERGED)} "  # noqa: S608
@@ -183,7 +210,8 @@ class LakeSide:
             late.append(self._scan(self.tombstones, self.key, late_filter).cast(late[0].schema))
         # merged deletes at or after S: a merge publishes the base before its tombstones, and a key deleted after
         # S is then in neither the base nor the tombstones of `main` for a moment
-        deleted = self._read(merged_tasks, (*self.key, OP), And(late_filter, EqualTo(OP, "d")))  # type: ignore[call-arg, arg-type]
+        deleted = self._read(merged_tasks, (*self.key, OP),
+                             And(merged_filter, And(late_filter, EqualTo(OP, "d"))))  # type: ignore[call-arg, arg-type]
         late.append(deleted.filter(pc.equal(deleted.column(OP), "d")).select(self.key).cast(late[0].schema))
         late_keys = pa.concat_tables(late)
         con.register(asof.LATE, late_keys)
@@ -228,7 +256,8 @@ class LakeSide:
         if applied is not None and int(applied) >= self.seq:
             self.not_comparable = "the base (no key) was merged past the check's source position: check again"
             return
-        unmerged = self._read(self._split()[0], (SEQ,))
+        tasks, unmerged_filter = self._split()[0]
+        unmerged = self._read(tasks, (SEQ,), unmerged_filter)
         self.con.register(asof.UNMERGED, unmerged)
         above = f" AND {duck_ident(SEQ)} > {asof.seq_literal(int(applied))}" if applied is not None else ""
         waiting = self.con.execute(f"SELECT count(*) FROM {duck_ident(asof.UNMERGED)} "  # noqa: S608

@@ -30,7 +30,7 @@ from cdc.bootstrap.source_schema import COLUMNS_QUERY, SourceColumn, column_type
 from cdc.config import Settings
 from cdc.errors import CdcError, ConfigError
 from cdc.events.model import TableId
-from cdc.lake import catalog as lake
+from cdc.lake import bookkeeping, catalog as lake
 from cdc.lake.contract import INGESTED_AT, KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC, OP, SEQ, SOURCE_TS
 from cdc.quality import checksum_sql as cs
 from cdc.quality.drill import KeyDiff
@@ -82,14 +82,15 @@ def repair_table(settings: Settings, catalog: Catalog, table: TableId, wait_seco
         raise ConfigError(f"{table}: {len(result.diffs)} keys differ (more than {MAX_KEYS}): rebuild instead: "
                           f"cdc bootstrap {table} --rebuild")
     rows, report.position, report.seq = _read(settings, table, key, result.diffs)
-    changelog = catalog.load_table(lake.changelog_name(table))
-    arrow = _changes(changelog.schema().as_arrow(), rows, report.seq)
     report.present = sum(1 for op, _ in rows if op == "r")
     report.absent = len(rows) - report.present
 
-    def attempt() -> None:
-        fresh = catalog.load_table(lake.changelog_name(table))
-        fresh.append(arrow, snapshot_properties={REPAIR_SEQ: str(report.seq)})
+    def attempt() -> None:  # a landing commit: the next landing number, the offsets as they stand
+        fresh = bookkeeping.with_landed_column(catalog.load_table(lake.changelog_name(table)))
+        before = bookkeeping.landing(fresh)
+        rows_now = _changes(fresh.schema().as_arrow(), rows, report.seq)
+        bookkeeping.commit(fresh, rows_now, dataclasses.replace(before, landed=before.landed + 1),
+                           summary={REPAIR_SEQ: str(report.seq)})
 
     retrying(f"{table}: land the repair", RetryPolicy(deadline_seconds=settings.ingest.commit_timeout_seconds), attempt)
     log.info("%s: repaired %d keys (%d rows, %d deletes) at %s", table, len(rows), report.present, report.absent, report.position)

@@ -235,8 +235,10 @@ def test_merging_a_tombstones_branch_into_a_main_that_moved() -> None:
         "USING (SELECT b.`id`, b.`k 2`, b.`_seq`, b.`_source_ts` FROM `lake`.`shop`.`orders_tombstones`.`branch_audit_1_20261126070509` b "
         "LEFT ANTI JOIN `lake`.`shop`.`orders_tombstones` m ON b.`id` = m.`id` AND b.`k 2` = m.`k 2` AND b.`_seq` <= m.`_seq`) AS s\n"
         "ON t.`id` = s.`id` AND t.`k 2` = s.`k 2`\n"
-        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`\n"
-        "WHEN NOT MATCHED THEN INSERT (`id`, `k 2`, `_seq`, `_source_ts`) VALUES (s.`id`, s.`k 2`, s.`_seq`, s.`_source_ts`)")
+        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`, "
+        "t.`_ingested_at` = current_timestamp()\n"
+        "WHEN NOT MATCHED THEN INSERT (`id`, `k 2`, `_seq`, `_source_ts`, `_ingested_at`) "
+        "VALUES (s.`id`, s.`k 2`, s.`_seq`, s.`_source_ts`, current_timestamp())")
     with pytest.raises(IdentifierError):
         g.merge_tombstones_sql(TOMBS, b, ())
     with pytest.raises(IdentifierError):

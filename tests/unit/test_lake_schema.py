@@ -53,7 +53,7 @@ TYPES = {
     Kind.TIME_MICROS: (ColumnType(Kind.TIME_MICROS), LongType(), pa.int64()),
 }
 
-CHANGELOG_META = ["_op", "_seq", "_source_ts", "_ingested_at", "_kafka_topic", "_kafka_partition", "_kafka_offset"]
+CHANGELOG_META = ["_op", "_seq", "_source_ts", "_ingested_at", "_kafka_topic", "_kafka_partition", "_kafka_offset", "_cdc_landed"]
 
 
 def test_every_kind_has_an_expected_mapping() -> None:
@@ -188,6 +188,7 @@ def test_to_arrow_builds_the_changelog_rows_exactly() -> None:
         "_kafka_topic": "cdc.probe.t",
         "_kafka_partition": 3,
         "_kafka_offset": 17,
+        "_cdc_landed": None,
     }
     assert rows[1] == {
         **dict.fromkeys(SOURCE.names),
@@ -199,6 +200,7 @@ def test_to_arrow_builds_the_changelog_rows_exactly() -> None:
         "_kafka_topic": "cdc.probe.t",
         "_kafka_partition": 0,
         "_kafka_offset": 18,
+        "_cdc_landed": None,
     }
     assert str(rows[0]["d"]) == "-12.34"
     assert rows[0]["dt"].tzinfo is None

@@ -12,11 +12,11 @@ import pytest
 from cdc.config import load_settings
 from cdc.events.debezium import decode
 from cdc.events.model import ChangeEvent, KafkaCoordinates, TableId
-from cdc.ingest import landing, offsets as off
+from cdc.ingest import landing
 from cdc.ingest.batch import Batch
 from cdc.ingest.commit import landed_offsets
 from cdc.ingest.landing import ChangelogSink, Lander
-from cdc.lake import catalog as lake
+from cdc.lake import bookkeeping, catalog as lake
 from tests.debezium_messages import envelope, field, key, payload, source, value_schema
 
 DB, TABLE = "race", "t"
@@ -44,12 +44,12 @@ def test_the_loser_of_a_commit_race_lands_nothing_twice(tmp_path: Path, monkeypa
     original = ChangelogSink.write
     raced = {"done": False}
 
-    def write_after_the_other_one_committed(self: ChangelogSink, table: object, rows: pa.Table, offsets: off.Offsets,
-                                             topic_ids: dict[str, str]) -> None:
+    def write_after_the_other_one_committed(self: ChangelogSink, table: object, rows: pa.Table,
+                                             record: bookkeeping.Landing) -> None:
         if not raced["done"]:  # the table this attempt loaded is now stale: the other consumer commits first
             raced["done"] = True
             Lander(settings, lake.open_catalog(settings)).land(fresh)
-        original(self, table, rows, offsets, topic_ids)  # type: ignore[arg-type]
+        original(self, table, rows, record)  # type: ignore[arg-type]
 
     monkeypatch.setattr(landing.ChangelogSink, "write", write_after_the_other_one_committed)
     outcome = Lander(settings, catalog).land(stale)
@@ -58,4 +58,7 @@ def test_the_loser_of_a_commit_race_lands_nothing_twice(tmp_path: Path, monkeypa
     changelog = catalog.load_table(lake.changelog_name(TableId(DB, TABLE)))
     landed = changelog.scan(selected_fields=("_kafka_offset",)).to_arrow().column("_kafka_offset").to_pylist()
     assert sorted(landed) == list(range(15))  # each offset once
+    numbers = changelog.scan(selected_fields=("_cdc_landed",)).to_arrow().column("_cdc_landed").to_pylist()
+    assert sorted(set(numbers)) == [2, 3]  # one number per commit (1: the new table's empty anchor commit)
+    assert changelog.properties["cdc.landed"] == "3"
     assert landed_offsets(changelog) == {TOPIC: {0: 15}}  # never backwards
