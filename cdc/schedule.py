@@ -94,14 +94,19 @@ def _summary(snapshot: Any) -> dict[str, str]:
 
 
 def _last_merge(base: Any) -> tuple[int | None, int | None]:
-    """The newest merge on `main`: (changelog snapshot it folded in, its commit time), or (None, None)."""
+    """The newest merge on `main`: (changelog snapshot it folded in, its commit time), or (None, None).
+
+    When snapshot expiry took every merge commit, the position pinned as a table property still says what is
+    merged (so an idle table stays not due), and the time is unknown (due as soon as something lands).
+    """
     from cdc.lake.catalog import ancestors
 
     for snapshot in ancestors(base):
         merged = _summary(snapshot).get(MERGED_UPTO)
         if merged:
             return int(merged), int(snapshot.timestamp_ms)
-    return None, None
+    pinned = base.properties.get(MERGED_UPTO)
+    return (int(pinned) if pinned else None), None
 
 
 def _last_failed(base: Any) -> int | None:

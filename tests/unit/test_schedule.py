@@ -87,7 +87,8 @@ def _rows(n: int) -> pa.Table:
 @pytest.fixture
 def lake_tables(home: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """shop.merged (merged up to its changelog), shop.behind (merged, then more landed), shop.fresh (never merged),
-    shop.idle (nothing landed), shop.held (halted, changes waiting), shop.failed (merged long ago, a gate failed now)."""
+    shop.idle (nothing landed), shop.held (halted, changes waiting), shop.failed (merged, a gate failed now),
+    shop.expired (its merge commit expired, the merged position pinned as a table property)."""
     monkeypatch.setenv("CDC_TABLES", json.dumps({"shop.behind": {"merge_interval": "1h"}}))
     catalog = lake.open_catalog(load_settings())
     catalog.create_namespace("shop")
@@ -102,6 +103,10 @@ def lake_tables(home: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             branch = "audit_1_20260101000000"  # a failed gate's evidence: its commit is not on main
             base.manage_snapshots().create_branch(base.current_snapshot().snapshot_id, branch).commit()
             base.append(_rows(1), branch=branch)
+    changelog, base = _tables(catalog, "expired")  # merged, then expiry took the merge commit: the pinned position
+    changelog.append(_rows(2))
+    with base.transaction() as tx:
+        tx.set_properties({lake.MERGED_UPTO: str(changelog.current_snapshot().snapshot_id)})
     changelog, _ = _tables(catalog, "fresh")
     changelog.append(_rows(2))
     _tables(catalog, "idle")
@@ -117,7 +122,8 @@ def test_cdc_tables_lists_every_table_with_its_schedule(lake_tables: Any, capsys
     assert code == 0, err
     doc = json.loads(out)
     rows = {r["table"]: r for r in doc["tables"]}
-    assert sorted(rows) == ["shop.behind", "shop.failed", "shop.fresh", "shop.held", "shop.idle", "shop.merged"]
+    assert sorted(rows) == ["shop.behind", "shop.expired", "shop.failed", "shop.fresh", "shop.held", "shop.idle", "shop.merged"]
+    assert (rows["shop.expired"]["last_merge"], rows["shop.expired"]["pending"]) == ("-", False)
     assert rows["shop.behind"]["merge_interval_minutes"] == 60
     assert rows["shop.merged"]["merge_interval_minutes"] == 15
     assert rows["shop.merged"]["last_merge"] != "-"
