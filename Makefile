@@ -58,3 +58,12 @@ test: lint
 
 stack-down:
 	$(BIN)/cdc stack down
+
+# The benchmarks (benchmarks/README.md): B3 commit cost, B5 merge vs rebuild, B5b cadence, B6 bucket join, B7 small
+# files, on a private lake in a temp folder (no stack needed). Quick sizes by default (~1 h on a busy 2-core VM);
+# `make bench BENCH_ARGS=--medium` (2M-row bases) or `BENCH_ARGS=--full` (the design's sizes: many hours);
+# `BENCH_ARGS="--only b5,b6 --reps 7"`. Results: benchmarks/results/<bench>-<profile>.json.
+.PHONY: bench
+BENCH_ARGS ?= --quick
+bench: setup
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
