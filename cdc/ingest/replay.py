@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
 
@@ -26,6 +28,21 @@ class ReplayReport:
     landed: int = 0
     skipped: int = 0
     still_failing: int = 0
+    refused: list[str] = field(default_factory=list)  # one line per dead letter kept for being older than the window
+
+
+def too_old(source_ts_us: int, now_us: int, tombstone_days: int) -> bool:
+    """Pure: a change older than the tombstone window may predate a delete of its key whose tombstone has expired;
+    landed now, it would bring the deleted row back. Such a change is never replayed."""
+    return source_ts_us < now_us - tombstone_days * 86_400_000_000
+
+
+def refusal(coords: KafkaCoordinates, table: object, source_ts_us: int, tombstone_days: int) -> str:
+    when = dt.datetime.fromtimestamp(source_ts_us / 1e6, dt.UTC).isoformat(timespec="seconds")
+    return (f"refused: {coords.topic}[{coords.partition}]@{coords.offset} ({table}): the change is from {when}, older than "
+            f"the tombstone window (merge.tombstone_days = {tombstone_days}): a delete of its key may have left the lake "
+            f"already, and replaying it could bring a deleted row back. It stays in the dead-letter table; take the "
+            f"table's current state with `cdc bootstrap {table} --rebuild`")
 
 
 def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
@@ -34,6 +51,8 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
     events: list[ChangeEvent] = []
     raws: list[Raw] = []
     done: list[tuple[str, int, int]] = []
+    now_us = int(time.time() * 1_000_000)
+    days = settings.merge.tombstone_days
     for row in dlq.raw_rows(catalog):
         report.examined += 1
         coords = KafkaCoordinates(str(row["topic"]), int(str(row["partition"])), int(str(row["offset"])))
@@ -42,7 +61,10 @@ def replay(settings: Settings, catalog: Catalog) -> ReplayReport:
         value = row["value"] if isinstance(row["value"], bytes) else None
         decoded = classify(rules, settings.ingest.max_message_bytes, (key, value, headers), coords,
                            lambda t: settings.table_settings(t.db, t.table).booleans)
-        if isinstance(decoded, ChangeEvent):
+        if isinstance(decoded, ChangeEvent) and too_old(decoded.source_ts_us, now_us, days):
+            report.refused.append(refusal(coords, decoded.table, decoded.source_ts_us, days))
+            log.warning("%s", report.refused[-1])
+        elif isinstance(decoded, ChangeEvent):
             events.append(decoded)
             raws.append((key, value, headers))
             done.append((coords.topic, coords.partition, coords.offset))
