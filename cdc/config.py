@@ -406,6 +406,8 @@ class _YamlSource(PydanticBaseSettingsSource):
 OTHER_VARIABLES = frozenset({
     "CDC_CONFIG", "CDC_FAULT_POINT", "CDC_FAULT_SKIP", "CDC_MERGE_SCHEDULE", "CDC_WATCHDOG_SCHEDULE", "CDC_CHECK_SCHEDULE",
     "CDC_MERGE_TABLES", "CDC_MODEL_EXAMPLES", "CDC_TOPIC_PREFIX", "CDC_INCLUDE_DATABASES", "CDC_WAREHOUSE_DIR",
+    # read by the Airflow DAG files only (the DAG tasks run `cdc` with the worker's environment)
+    "CDC_MAINTAIN_SCHEDULE", "CDC_SPARK_SUBMIT", "CDC_LAKE_POOL_SLOTS", "CDC_MAX_LAG",
 })
 _ENV_PREFIX = "CDC_"
 _DELIMITER = "__"
