@@ -11,6 +11,7 @@ Every DAG is restricted to this module's tables (CDC_MERGE_TABLES): the lake is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -74,6 +75,7 @@ def airflow(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         from airflow.utils.db import initdb
 
         initdb()  # the ORM's tables, stamped at head: seconds, where `airflow db migrate` replays every migration
+        create_tables(stack, DB, ("good", "bad"))
         try:
             yield stack
         finally:
@@ -111,7 +113,6 @@ def _equal(settings: Settings, table: TableId) -> None:
 
 
 def test_merge_dag_merges_each_due_table_in_its_own_task(airflow: Settings) -> None:
-    create_tables(airflow, DB, ("good", "bad"))
     execute(airflow, *(f"INSERT INTO `{DB}`.{t} VALUES ({i}, {i}, {i}.5, 'x')" for i in range(1, 21) for t in ("good", "bad")),
             f"UPDATE `{DB}`.good SET note = 'changed' WHERE id < 5", f"DELETE FROM `{DB}`.good WHERE id = 7",
             f"INSERT INTO `{DB}`.bad VALUES (99, 1, -1.5, 'negative')")
@@ -132,11 +133,29 @@ def test_merge_dag_merges_each_due_table_in_its_own_task(airflow: Settings) -> N
     assert str(run.state) == "success"
 
 
-def test_maintenance_dag_runs(airflow: Settings) -> None:
+def test_maintenance_dag_runs(airflow: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cdc maintain` runs with the worker's settings: two small files in a bucket are enough to compact here."""
+    for n in (1, 2):  # row 1's changelog bucket gets a small file per landing
+        execute(airflow, f"INSERT INTO `{DB}`.good VALUES (1, {n}, 1.0, 'again') ON DUPLICATE KEY UPDATE n = n + {n}")
+        _land(airflow, GOOD)
+    before = _rows(airflow, GOOD)
+    landed = lake.open_catalog(airflow).load_table(lake.changelog_name(GOOD)).current_snapshot().snapshot_id
+    monkeypatch.setenv("CDC_MAINTENANCE__MIN_SMALL_FILES", "2")
     run = _dag("cdc_maintain").test()
     assert _states(run) == {"maintain": "success"}
     assert str(run.state) == "success"
-    _equal(airflow, GOOD)  # still the source after maintenance (the row merged before it; 100 not yet merged)
+    assert _rows(airflow, GOOD) == before  # maintenance rewrites files, never what the tables hold
+    changelog = lake.open_catalog(airflow).load_table(lake.changelog_name(GOOD))
+    since = list(itertools.takewhile(lambda s: s.snapshot_id != landed, lake.ancestors(changelog)))
+    operations = {s.summary.operation.value for s in since if s.summary is not None}
+    assert operations == {"replace"}, since  # compacted (bucket by bucket: one commit or more), nothing else written
+
+
+def _rows(settings: Settings, table: TableId) -> list[list[str]]:
+    """What the base and the changelog hold, in a comparable form."""
+    catalog = lake.open_catalog(settings)
+    return [sorted(str(row) for row in catalog.load_table(ident).scan().to_arrow().to_pylist())
+            for ident in (lake.base_name(table), lake.changelog_name(table))]
 
 
 def test_bootstrap_dag_bootstraps_a_table_named_in_its_params(airflow: Settings) -> None:
