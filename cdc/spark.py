@@ -71,10 +71,14 @@ def session_conf(settings: Settings) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
+        # a bucket-aligned MERGE: the base joined bucket to bucket in place (a storage-partitioned join). The last one
+        # lets Spark shuffle only the change set to the base's buckets; without it Spark 4.1 shuffles the whole base
+        # (the change set is a cached view, not an Iceberg scan). = spark_jobs/plan.SPJ_CONFS, which checks the plan
         "spark.sql.sources.v2.bucketing.enabled": "true",
         "spark.sql.iceberg.planning.preserve-data-grouping": "true",
         "spark.sql.requireAllClusterKeysForCoPartition": "false",
         "spark.sql.sources.v2.bucketing.pushPartValues.enabled": "true",
+        "spark.sql.sources.v2.bucketing.shuffle.enabled": "true",
         "spark.sql.adaptive.enabled": "true",
         **{k: v for k, v in jdbc_catalog_conf(settings).items() if not _is_secret_conf(settings, k)},
     }
