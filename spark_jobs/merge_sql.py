@@ -156,15 +156,69 @@ def pending_defaults_sql(plan: MergePlan) -> str | None:
     return None if pending is None else f"SELECT 1 FROM {qualified(*plan.target)} t WHERE {pending} LIMIT 1"
 
 
-def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int | None = None, backfill: bool = False) -> str:
+MERGE_MODES = ("merge-on-read", "copy-on-write")
+# Iceberg's table properties that decide how a MERGE, an UPDATE and a DELETE write: the base's follow its merge mode
+WRITE_MODE_PROPERTIES = ("write.merge.mode", "write.update.mode", "write.delete.mode")
+
+
+@dataclass(frozen=True)
+class TargetBuckets:
+    """The base buckets the changes touch: `bucket(count, column)` of their keys, as the base's own partition spec
+    buckets it (`column` a key column) and computed by the catalog's `system.bucket`, Iceberg's bucket transform
+    itself. A changed key's base row has the key's value, hence the same bucket: no row the MERGE needs is left out."""
+
+    catalog: str
+    count: int
+    column: str
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        quote(self.catalog)
+        quote(self.column)
+        if not self.values:
+            raise ValueError("no bucket to read")
+        if any(not 0 <= int(v) < int(self.count) for v in self.values):
+            raise ValueError(f"buckets {list(self.values)} are not all in [0, {self.count})")
+
+    def predicate(self, alias: str = "t") -> str:
+        values = ", ".join(str(int(v)) for v in sorted(set(self.values)))
+        return f"{qualified(self.catalog, 'system', 'bucket')}({int(self.count)}, {alias}.{quote(self.column)}) IN ({values})"
+
+
+def changed_buckets_sql(catalog: str, count: int, column: str, latest_view: str = LATEST_VIEW) -> str:
+    """The buckets of the changed keys (`TargetBuckets.values`), with the base's bucket transform."""
+    fn = qualified(catalog, "system", "bucket")
+    return (f"SELECT DISTINCT {fn}({int(count)}, {quote(column)}) AS b FROM {quote(latest_view)} "
+            f"WHERE {quote(column)} IS NOT NULL")
+
+
+def write_mode_sql(target: Sequence[str], mode: str) -> str:
+    """Set the base's write-mode properties to `mode` (one metadata commit, no snapshot)."""
+    if mode not in MERGE_MODES:
+        raise ValueError(f"a merge mode is one of {', '.join(MERGE_MODES)}, not {mode!r}")
+    pairs = ", ".join(f"{_literal(p)} = {_literal(mode)}" for p in WRITE_MODE_PROPERTIES)
+    return f"ALTER TABLE {qualified(*target)} SET TBLPROPERTIES ({pairs})"
+
+
+def merge_sql(plan: MergePlan, latest_view: str = LATEST_VIEW, purge_below: int | None = None, backfill: bool = False,
+              buckets: TargetBuckets | None = None) -> str:
     """MERGE INTO the base table from the latest change per key, unless a newer tombstone stands.
 
     `purge_below`: a truncate floor with rows still below it; they are deleted in the same commit
     (one publish: `main` never shows the truncate without the changes that follow it).
     `backfill`: rows older than an added column still lack its default; they get it in the same commit.
+    `buckets`: read only these buckets of the base: a condition on the target alone in ON, which Iceberg pushes
+    down to the base's scan as a partition filter (files of other buckets are not read). Not with a NOT MATCHED
+    BY SOURCE clause (a truncate floor's purge, a backfill): those need every row of the base.
     """
     target = qualified(*plan.target)
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
+    if buckets is not None:
+        if buckets.column not in plan.key:
+            raise IdentifierError(f"the bucket column {buckets.column!r} is not a key column: a row could leave its bucket")
+        if purge_below is not None or (backfill and plan.defaults):
+            raise ValueError("a MERGE that purges or backfills reads every bucket of the base")
+        on += f" AND {buckets.predicate()}"
     all_cols = (*plan.columns, SEQ, SOURCE_TS)
     assignments = ", ".join(_assignment(plan, c) for c in all_cols)
     insert_cols = ", ".join(quote(c) for c in all_cols)

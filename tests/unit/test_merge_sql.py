@@ -9,7 +9,9 @@ import pytest
 from spark_jobs.merge_sql import (
     IdentifierError,
     MergePlan,
+    TargetBuckets,
     below_floor_sql,
+    changed_buckets_sql,
     expire_tombstones_sql,
     latest_changes_sql,
     merge_sql,
@@ -18,6 +20,7 @@ from spark_jobs.merge_sql import (
     set_property_sql,
     tombstones_sql,
     truncate_seq_sql,
+    write_mode_sql,
 )
 
 TARGET = ("lake", "probe", "t")
@@ -209,3 +212,69 @@ def test_merged_upto_sql_escapes_the_property_literal() -> None:
     assert "s.summary['it\\'s \\\\x'] AS upto" in merged_upto_sql(TARGET, "it's \\x")
     with pytest.raises(IdentifierError, match="control characters"):
         merged_upto_sql(TARGET, "a\nb")
+
+
+# ---- merge mode and the changed buckets ------------------------------------------------------------------------
+
+
+def test_the_merge_reads_only_the_buckets_the_changes_touch() -> None:
+    sql = merge_sql(PLAN, buckets=TargetBuckets("lake", 16, "id", (9, 3, 3)))
+    assert sql.split("\n")[2] == "ON t.`id` = s.`id` AND `lake`.`system`.`bucket`(16, t.`id`) IN (3, 9)"
+    assert sql.replace(" AND `lake`.`system`.`bucket`(16, t.`id`) IN (3, 9)", "") == merge_sql(PLAN)
+
+
+def test_a_composite_key_restricts_on_its_bucket_column() -> None:
+    plan = MergePlan(TARGET, TOMBS, "changes", ("tenant", "id"), ("tenant", "id", "v"))
+    sql = merge_sql(plan, buckets=TargetBuckets("lake", 8, "tenant", (0,)))
+    assert "\nON t.`tenant` = s.`tenant` AND t.`id` = s.`id` AND `lake`.`system`.`bucket`(8, t.`tenant`) IN (0)\n" in sql
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "buckets", "message"),
+    [
+        ({}, TargetBuckets("lake", 16, "v", (1,)), "not a key column"),  # an update could move the row out of it
+        ({"purge_below": 5}, TargetBuckets("lake", 16, "id", (1,)), "reads every bucket"),
+    ],
+)
+def test_the_bucket_restriction_refuses_what_could_miss_a_row(kwargs: dict[str, int], buckets: TargetBuckets, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        merge_sql(PLAN, buckets=buckets, **kwargs)
+
+
+def test_no_bucket_restriction_beside_a_backfill() -> None:
+    from spark_jobs.merge_sql import Default
+
+    plan = MergePlan(TARGET, TOMBS, "changes", ("id",), ("id", "v"), defaults=(Default("v", 10, "CAST(1 AS INT)"),))
+    with pytest.raises(ValueError, match="reads every bucket"):
+        merge_sql(plan, backfill=True, buckets=TargetBuckets("lake", 16, "id", (1,)))
+    assert "`system`.`bucket`" in merge_sql(plan, buckets=TargetBuckets("lake", 16, "id", (1,)))  # nothing pending
+
+
+@pytest.mark.parametrize(("count", "values"), [(16, ()), (16, (16,)), (16, (-1,)), (1, (1,))])
+def test_target_buckets_are_buckets_of_the_spec(count: int, values: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="bucket"):
+        TargetBuckets("lake", count, "id", values)
+
+
+def test_hostile_names_in_the_bucket_restriction_stay_quoted() -> None:
+    hostile = MergePlan(TARGET, TOMBS, "changes", ("k`) OR 1=1 --",), ("k`) OR 1=1 --", "v"))
+    plain = MergePlan(TARGET, TOMBS, "changes", ("k",), ("k", "v"))
+    evil = merge_sql(hostile, buckets=TargetBuckets("la`ke", 4, "k`) OR 1=1 --", (1,)))
+    assert skeleton(evil) == skeleton(merge_sql(plain, buckets=TargetBuckets("lake", 4, "k", (1,))))
+    assert skeleton(changed_buckets_sql("la`ke", 4, "k`) OR 1=1 --", "v`iew")) == skeleton(changed_buckets_sql("lake", 4, "k", "v"))
+    with pytest.raises(IdentifierError):
+        TargetBuckets("lake", 4, "bad\ncolumn", (1,))
+
+
+def test_changed_buckets_sql_uses_the_catalogs_bucket_transform() -> None:
+    assert changed_buckets_sql("lake", 16, "id") == (
+        "SELECT DISTINCT `lake`.`system`.`bucket`(16, `id`) AS b FROM `_cdc_latest` WHERE `id` IS NOT NULL")
+
+
+def test_write_mode_sql_sets_the_three_write_modes() -> None:
+    assert write_mode_sql(TARGET, "copy-on-write") == (
+        "ALTER TABLE `lake`.`probe`.`t` SET TBLPROPERTIES ('write.merge.mode' = 'copy-on-write', "
+        "'write.update.mode' = 'copy-on-write', 'write.delete.mode' = 'copy-on-write')")
+    assert "'merge-on-read'" in write_mode_sql(TARGET, "merge-on-read")
+    with pytest.raises(ValueError, match="a merge mode is one of merge-on-read, copy-on-write"):
+        write_mode_sql(TARGET, "merge-on-read'); DROP TABLE x; --")
