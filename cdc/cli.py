@@ -399,6 +399,40 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
         raise MergeFailed(summary.message, summary.code)
 
 
+# --------------------------------------------------------------------------------------- maintain
+@cli.command()
+@click.argument("tables", nargs=-1)
+@click.option("--all", "all_tables", is_flag=True, help="Maintain every table that has a changelog.")
+@click.option("--dry-run", is_flag=True, help="Measure and print what would run; change nothing.")
+@click.pass_context
+def maintain(ctx: click.Context, tables: tuple[str, ...], all_tables: bool, dry_run: bool) -> None:
+    """Compact, expire snapshots, rewrite manifests and remove orphan files of changelog, base and tombstones tables.
+
+    Each step runs only when the numbers measured in the table's metadata pass the `maintenance` thresholds,
+    and is printed with the numbers before and after it. A base or tombstones table with a young audit branch
+    (a merge in flight) is not compacted. Every table runs; then each error is named: exit 3 (worth running
+    again) or 4.
+    """
+    s = _settings(ctx)
+    if all_tables == bool(tables):
+        raise ConfigError("name tables as DB.TABLE, or pass --all (not both)")
+    targets = _targets(_catalog(s), s, tables, all_tables, "maintain")
+    from cdc.retry import error_kind
+    from cdc.spark import session
+    from spark_jobs.maintain import COLUMNS, MaintainFailed, maintain_table, rows, summarize, thresholds_from
+
+    thresholds = thresholds_from(s.maintenance.model_dump())
+    spark = session(s)
+    outcomes = [maintain_table(spark, s.catalog.name, t.db, t.table, thresholds, dry_run=dry_run) for t in targets]
+    o = _out(ctx)
+    o.table("maintain", "maintenance (dry run: nothing changed)" if dry_run else "maintenance", COLUMNS, rows(outcomes))
+    summary = summarize(outcomes, classify=lambda exc: 3 if error_kind(exc) == "transient" else 4)
+    for line in summary.lines:
+        o.message(f"  {line}")
+    if summary.code:
+        raise MaintainFailed(summary.message, summary.code)
+
+
 # ----------------------------------------------------------------------------------------- tables
 @cli.command()
 @click.argument("tables", nargs=-1)
