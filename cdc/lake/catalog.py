@@ -13,7 +13,7 @@ from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError, TableAlreadyExistsError
 from pyiceberg.table import Table
 
-from cdc.config import Settings
+from cdc.config import MergeMode, Settings
 from cdc.events.model import TableId, TableSchema
 from cdc.lake import schema as lake_schema
 from cdc.lake.contract import (  # re-exported: other modules name them through here
@@ -32,6 +32,12 @@ from cdc.lake.contract import (  # re-exported: other modules name them through 
 log = logging.getLogger(__name__)
 
 
+# Format version 2 on purpose: merge-on-read then writes position-delete files. Deletion vectors (the compact
+# successor of position deletes) need format version 3, and pyiceberg 0.12 cannot write v3 table metadata at all
+# ("Writing V3 is not yet supported", pyiceberg/table/metadata.py; it reads v3 deletion vectors, pyarrow.py
+# _read_deletes): the landing (schema evolution) and the bootstrap commit to base tables with pyiceberg, so on v3
+# every such commit would fail. Never equality deletes either: Spark's MERGE writes none, and pyiceberg
+# 0.12 (`cdc check`, `cdc sql`) cannot read them.
 BASE_PROPERTIES = {
     "format-version": "2",
     "write.merge.mode": "merge-on-read",
@@ -39,6 +45,14 @@ BASE_PROPERTIES = {
     "write.delete.mode": "merge-on-read",
     "write.parquet.compression-codec": "zstd",
 }
+# how Spark's MERGE, UPDATE and DELETE write a base table: its merge mode (tables.<t>.merge_mode, default merge.mode);
+# the merge job brings them in line when the setting changes (spark_jobs/base_merge.py)
+WRITE_MODE_PROPERTIES = ("write.merge.mode", "write.update.mode", "write.delete.mode")
+
+
+def base_properties(mode: MergeMode) -> dict[str, str]:
+    """The base table's properties at creation, for its merge mode."""
+    return {**BASE_PROPERTIES, **dict.fromkeys(WRITE_MODE_PROPERTIES, mode)}
 
 
 def open_catalog(settings: Settings) -> Catalog:
@@ -107,7 +121,7 @@ def ensure_tables(catalog: Catalog, settings: Settings, table: TableId, source: 
         catalog.load_table(base_name(table))
     except NoSuchTableError:
         _create(catalog, base_name(table), lake_schema.lake_columns(source, changelog=False), source.key, buckets,
-                {**BASE_PROPERTIES, **common, PROP_KIND: "base"})
+                {**base_properties(settings.merge_mode_for(table.db, table.table)), **common, PROP_KIND: "base"})
     create_tombstones(catalog, table, source, buckets)
     log.info("creating lake tables for %s (bucket(%d, %s))", table, buckets, source.key[0] if source.key else "-")
     return _create(catalog, changelog_name(table), lake_schema.lake_columns(source, changelog=True), source.key, buckets,
