@@ -15,7 +15,8 @@ before and after it (files, bytes, snapshots, manifests, seconds):
    at (dangling deletes, several per data file);
 3. manifests: `rewrite_manifests` when the current snapshot has more than `max_manifests` data manifests;
 4. expire: `expire_snapshots` older than `snapshot_hours`, keeping the newest `retain_snapshots`, every snapshot
-   a branch references (Iceberg does), and the snapshots the bookkeeping still reads (see `_keep`);
+   a branch references (Iceberg does), and the snapshots the bookkeeping still reads (see `_keep`); a base's
+   bookkeeping summaries are pinned as table properties first (`pin_bookkeeping`);
 5. orphans: `remove_orphan_files` older than `orphan_days` (listed first; removed only when there are some).
 
 Safe beside a merge: a merge writes audit branches `audit_<snapshot>_<utc>` on the base and its tombstones and
@@ -49,7 +50,7 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     import maintain_sql as m  # type: ignore[no-redef,import-not-found]
     import merge_sql as q  # type: ignore[no-redef]
 from cdc.errors import CdcError, ServiceError, TransientError  # dependency-free: ship it with --py-files
-from cdc.lake.contract import CHANGELOG_SUFFIX, MERGED_UPTO, OFFSETS, TOMBSTONES_SUFFIX, TRUNCATED_BEFORE
+from cdc.lake.contract import BASE_BOOKKEEPING, CHANGELOG_SUFFIX, MERGED_UPTO, OFFSETS, TOMBSTONES_SUFFIX, TRUNCATED_BEFORE
 
 log = logging.getLogger("spark_jobs.maintain")
 
@@ -524,6 +525,21 @@ def _rewrite_manifests(p: _Part, before: Numbers) -> Numbers:
     return after
 
 
+def pin_bookkeeping(spark: SparkSession, base: Ident) -> dict[str, str]:
+    """Copy the base's newest summary values of its bookkeeping (cdc.lake.contract.BASE_BOOKKEEPING) into table
+    properties, which neither expiry nor compaction touch (one metadata commit, none when pinned already; it moves
+    no snapshot, so a merge in flight still publishes)."""
+    props = {str(r[0]): str(r[1]) for r in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*base)}").collect()}
+    todo = {}
+    for key in BASE_BOOKKEEPING:
+        found = spark.sql(q.merged_upto_sql(base, key)).collect()
+        if found and found[0][0] is not None and props.get(key) != str(found[0][0]):
+            todo[key] = str(found[0][0])
+    if todo:
+        _call(spark, m.set_properties_sql(base, todo), f"{base[1]}.{base[2]} pin the bookkeeping")
+    return todo
+
+
 def _expire(p: _Part, before: Numbers, base: Ident) -> Numbers:
     cutoff, why = expiry_cutoff(p.now, p.th, _keep(p.spark, p.role, p.ident, base))
     n = int(p.spark.sql(m.expirable_sql(p.ident, cutoff, p.th.retain_snapshots)).collect()[0][0])
@@ -534,6 +550,9 @@ def _expire(p: _Part, before: Numbers, base: Ident) -> Numbers:
         p.report(EXPIRE, WOULD_RUN, f"expire_snapshots: up to {n} snapshots {why}", before)
         return before
     started = time.monotonic()
+    pinned = pin_bookkeeping(p.spark, p.ident) if p.role == "base" else {}
+    if pinned:
+        why += f" (bookkeeping pinned as table properties first: {', '.join(sorted(pinned))})"
     result = _call(p.spark, m.expire_snapshots_sql(p.ident, cutoff, p.th.retain_snapshots), f"{p.name} expire snapshots")
     _, after = measure(p.spark, p.ident, p.th, p.partitioning)
     deleted = result[0].asDict() if result else {}

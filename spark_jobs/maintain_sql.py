@@ -149,6 +149,14 @@ def audit_branch_time(name: str) -> datetime | None:
         return None
 
 
+def set_properties_sql(table: Ident, props: Mapping[str, str]) -> str:
+    """Set table properties in one metadata commit (no snapshot)."""
+    if not props:
+        raise ValueError("no properties to set")
+    pairs = ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in sorted(props.items()))
+    return f"ALTER TABLE {qualified(*table)} SET TBLPROPERTIES ({pairs})"
+
+
 # ---- the procedures ---------------------------------------------------------------------------------------
 
 

@@ -119,3 +119,11 @@ def test_bookkeeping_snapshots_are_found_by_summary_in_mains_ancestry() -> None:
 ])
 def test_audit_branch_time(name: str, when: datetime | None) -> None:
     assert m.audit_branch_time(name) == when
+
+
+def test_bookkeeping_is_pinned_in_one_metadata_commit() -> None:
+    assert m.set_properties_sql(T, {"cdc.merged-landed": "7", "cdc.complete-through": '{"seq": "1\'2"}'}) == (
+        "ALTER TABLE `lake`.`shop`.`orders` SET TBLPROPERTIES ('cdc.complete-through' = '{\"seq\": \"1\\'2\"}', "
+        "'cdc.merged-landed' = '7')")
+    with pytest.raises(ValueError, match="no properties"):
+        m.set_properties_sql(T, {})
