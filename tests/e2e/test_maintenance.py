@@ -24,7 +24,7 @@ from cdc.ingest.consumer import Ingestor
 from cdc.lake import catalog as lake
 from cdc.verify import compare_table
 from spark_jobs import gate_publish
-from spark_jobs.maintain import COMPACT, DONE, SKIPPED
+from spark_jobs.maintain import COMPACT, DONE, SKIPPED, main as spark_submit_main
 from spark_jobs.merge import merge_table
 from tests.e2e.faults_support import create_tables, execute, forget, wait_captured
 
@@ -143,6 +143,10 @@ def test_landings_and_deletes_are_compacted_bucket_by_bucket_but_not_under_a_mer
     assert steps[(f"{db}.a_changelog", COMPACT)]["result"] == "would run"
     assert steps[(f"{db}.a", COMPACT)]["result"] == "would run"
     assert steps[(f"{db}.a", "orphans")]["result"] == "would run"
+    # the spark-submit entry point (the same job, thresholds as options)
+    assert spark_submit_main(["--catalog", s.catalog.name, "--dry-run", "--min-small-files", "4", "--delete-ratio", "0.01",
+                              str(table)]) == 0
+    assert f"{db}.a_changelog | compact | would run | rewrite_data_files in buckets 0, 1" in capfd.readouterr().out
     assert {n: _snapshot_ids(spark, n) for n in (changelog, base)} == snapshots  # a dry run changes nothing
     assert orphan.exists()
 

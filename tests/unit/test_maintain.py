@@ -4,11 +4,15 @@ exit code and printed rows."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from cdc.config import MaintenanceSettings
+from cdc.cli import main
+from cdc.config import MaintenanceSettings, load_settings
 from cdc.errors import ServiceError
 from spark_jobs import maintain as mt
 from spark_jobs.maintain import BucketStats, Numbers, StepResult, TableOutcome, Thresholds
@@ -136,3 +140,30 @@ def test_every_error_is_named_and_the_code_is_the_highest() -> None:
     s = mt.summarize([bug, conflict])
     assert s.code == 4
     assert s.lines[0] == "error: shop.b: RuntimeError: java.lang.X: boom"
+
+
+def _run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers, []
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+    finally:
+        root.handlers = handlers
+    return int(exit_info.value.code or 0), capfd.readouterr().err
+
+
+def test_cdc_maintain_usage_is_checked_before_spark(home: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    from cdc.lake import catalog as lake
+
+    assert _run(["maintain"], capfd) == (2, "error: name tables as DB.TABLE, or pass --all (not both)\n")
+    code, err = _run(["maintain", "--all", "--dry-run"], capfd)
+    assert code == 1
+    assert err.startswith("error: no tables in the lake to maintain (catalog lake at sqlite:///")
+    catalog = lake.open_catalog(load_settings())
+    catalog.create_namespace("shop")
+    catalog.create_table(("shop", "orders_changelog"), schema=pa.schema([pa.field("id", pa.int64())]))
+    code, err = _run(["maintain", "shop.orders", "shop.nothing"], capfd)
+    assert code == 2
+    assert err.strip().endswith("): shop.nothing")
+    assert len(err.strip().splitlines()) == 1
