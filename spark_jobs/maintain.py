@@ -356,16 +356,34 @@ def _data_manifests(spark: SparkSession, ident: Ident) -> int:
     return int(spark.sql(m.data_manifests_sql(ident)).collect()[0][0])
 
 
-def _call(spark: SparkSession, sql: str, what: str) -> list[Any]:
-    """Run a procedure; one whose commit lost a race with another writer runs again (fresh metadata)."""
+def commit_error(text: str) -> str | None:
+    """Pure: how a failed procedure lost to another writer, from its error text: "conflict" (the commit lost a race:
+    run it again on fresh metadata), "changed" (another writer changed the files it replaces, e.g. a merge published
+    deletes against them: not now, the next run plans again), or None (anything else)."""
+    if "CommitFailedException" in text:
+        return "conflict"
+    if "ValidationException" in text and ("Cannot commit" in text or "found new" in text):
+        return "changed"
+    return None
+
+
+def _call(spark: SparkSession, sql: str, what: str, blocked: Callable[[], str | None] = lambda: None) -> list[Any]:
+    """Run a procedure; one whose commit lost a race with another writer runs again (fresh metadata), unless
+    `blocked` gives a reason not to any more (a merge started meanwhile)."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return spark.sql(sql).collect()
         except Exception as exc:
-            if "CommitFailedException" not in str(exc):
+            kind = commit_error(str(exc))
+            if kind is None:
                 raise
-            if attempt == COMMIT_ATTEMPTS:
-                raise CommitConflict(f"{what}: the commit lost to other writers {attempt} times: {first_line(exc)}") from exc
+            if kind == "changed":
+                raise CommitConflict(f"{what}: another writer changed the files it replaces ({first_line(exc)}); "
+                                     "nothing was committed, run maintenance again") from exc
+            reason = blocked()
+            if attempt == COMMIT_ATTEMPTS or reason:
+                raise CommitConflict(f"{what}: the commit lost to other writers {attempt} times"
+                                     + (f", and now {reason}" if reason else "") + f": {first_line(exc)}") from exc
             log.warning("%s: the commit lost a race with another writer (%s); running it again", what, first_line(exc))
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -467,7 +485,7 @@ def _compact(p: _Part, buckets: list[BucketStats], before: Numbers) -> tuple[lis
         if done and (blocked := p.in_flight()):  # a merge started meanwhile: leave its main alone
             break
         result = _call(p.spark, m.rewrite_data_files_sql(p.ident, p.where(c.bucket), compaction_options(p.th, c.deletes)),
-                       f"{p.name} compact bucket {c.bucket}")
+                       f"{p.name} compact bucket {c.bucket}", p.in_flight)
         if result:
             rewritten, added = rewritten + int(result[0][0]), added + int(result[0][1])
         done.append(c)
@@ -498,7 +516,8 @@ def _rewrite_deletes(p: _Part, buckets: list[BucketStats], before: Numbers,
     started = time.monotonic()
     removed = added = 0
     for b, _ in plan:
-        result = _call(p.spark, m.rewrite_position_deletes_sql(p.ident, p.where(b.bucket)), f"{p.name} deletes bucket {b.bucket}")
+        result = _call(p.spark, m.rewrite_position_deletes_sql(p.ident, p.where(b.bucket)), f"{p.name} deletes bucket {b.bucket}",
+                       p.in_flight)
         if result:
             removed, added = removed + int(result[0][0]), added + int(result[0][1])
     buckets, after = measure(p.spark, p.ident, p.th, p.partitioning)
@@ -519,7 +538,7 @@ def _rewrite_manifests(p: _Part, before: Numbers) -> Numbers:
         p.report(MANIFESTS, WOULD_RUN, f"rewrite_manifests: {reason}", before)
         return before
     started = time.monotonic()
-    _call(p.spark, m.rewrite_manifests_sql(p.ident), f"{p.name} rewrite manifests")
+    _call(p.spark, m.rewrite_manifests_sql(p.ident), f"{p.name} rewrite manifests", p.in_flight)
     _, after = measure(p.spark, p.ident, p.th, p.partitioning)
     p.report(MANIFESTS, DONE, f"rewrote the manifests: {reason}", before, after, started)
     return after

@@ -111,6 +111,57 @@ def test_bucket_keys_and_combined_stats() -> None:
     assert BucketStats(None).delete_share == 0.0
 
 
+@pytest.mark.parametrize(("text", "kind"), [
+    ("An error occurred while calling o1.sql.\n: org.apache.iceberg.exceptions.CommitFailedException: Cannot commit "
+     "lake.shop.a_changelog: metadata location changed", "conflict"),
+    ("org.apache.iceberg.exceptions.ValidationException: Cannot commit, found new position delete for replaced data file",
+     "changed"),
+    ("org.apache.iceberg.exceptions.ValidationException: Cannot find snapshot 5", None),
+    ("java.lang.OutOfMemoryError", None),
+])
+def test_commit_errors(text: str, kind: str | None) -> None:
+    assert mt.commit_error(text) == kind
+
+
+class _Spark:
+    """Fails the first `failures` calls with `error`, then answers."""
+
+    def __init__(self, error: str, failures: int) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    def sql(self, _: str) -> _Spark:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(self.error)
+        return self
+
+    def collect(self) -> list[int]:
+        return [1]
+
+
+LOST = "org.apache.iceberg.exceptions.CommitFailedException: metadata location changed"
+
+
+def test_a_lost_commit_runs_again_unless_a_merge_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mt.time, "sleep", lambda _: None)
+    spark = _Spark(LOST, failures=2)
+    assert mt._call(spark, "CALL x", "t compact") == [1]  # type: ignore[arg-type]
+    assert spark.calls == 3
+    with pytest.raises(mt.CommitConflict, match="lost to other writers 4 times"):
+        mt._call(_Spark(LOST, failures=9), "CALL x", "t compact")  # type: ignore[arg-type]
+    blocked = _Spark(LOST, failures=1)
+    with pytest.raises(mt.CommitConflict, match="1 times, and now merge in flight"):
+        mt._call(blocked, "CALL x", "t compact", lambda: "merge in flight")  # type: ignore[arg-type]
+    assert blocked.calls == 1
+    changed = _Spark("ValidationException: Cannot commit, found new position delete for replaced data file", failures=1)
+    with pytest.raises(mt.CommitConflict, match="another writer changed the files it replaces"):
+        mt._call(changed, "CALL x", "t compact")  # type: ignore[arg-type]
+    assert changed.calls == 1
+    with pytest.raises(RuntimeError, match="boom"):
+        mt._call(_Spark("boom", failures=1), "CALL x", "t compact")  # type: ignore[arg-type]
+    assert mt.error_exit_code(mt.CommitConflict("x")) == 3
+
+
 def _step(table: str, action: str, before: Numbers | None = None, after: Numbers | None = None) -> StepResult:
     return StepResult(table, mt.COMPACT, action, "why", before, after, 1.25)
 
