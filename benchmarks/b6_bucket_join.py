@@ -4,9 +4,11 @@ off, and into an unbucketed copy of the base.
 Variants, interleaved (the order rotates every repetition), each undone afterwards (rollback):
 - `spj`: the storage-partitioned-join settings of cdc/spark.py plus
   `spark.sql.sources.v2.bucketing.shuffle.enabled=true` (STACK.md: without it Spark 4.1 still shuffles the base);
-- `product`: the session exactly as cdc/spark.py configures it (whatever that is at the time of the run);
+- `spj_no_shuffle_flag`: the same without `spark.sql.sources.v2.bucketing.shuffle.enabled` (false): the four
+  settings cdc/spark.py had before that one was added;
 - `no_spj`: `spark.sql.sources.v2.bucketing.enabled=false` (a plain shuffle join);
 - `unbucketed`: the same MERGE into an unpartitioned copy of the base (settings as `spj`).
+The session's own settings (cdc/spark.py at the time of the run) are recorded, and which variant they equal.
 Measured: the base MERGE statement's time, its shuffle bytes (written and read: the status store's executor
 totals before and after), and whether its final plan reaches the base's scan through an Exchange (the SQL
 status store's plan of the statement). Target (BENCHMARKS.md): `no_spj` / `spj` >= 1.3x (stretch 1.8x).
@@ -38,7 +40,7 @@ SPJ_ON = {
 }
 VARIANTS: dict[str, dict[str, str]] = {
     "spj": SPJ_ON,
-    "product": {},
+    "spj_no_shuffle_flag": {**SPJ_ON, "spark.sql.sources.v2.bucketing.shuffle.enabled": "false"},
     "no_spj": {"spark.sql.sources.v2.bucketing.enabled": "false"},
     "unbucketed": SPJ_ON,
 }
@@ -114,6 +116,9 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
     notes = []
     if len(set(hashes.values())) > 1:
         notes.append(f"results differ between variants: {hashes}")
+    product = {k: v for k, v in product_confs.items() if v is not None}
+    info["product_is"] = next((v for v in ("spj", "spj_no_shuffle_flag") if all(
+        product.get(k, "false" if k.endswith("shuffle.enabled") else None) == val for k, val in VARIANTS[v].items())), "other")
     results = {"setup": info, "summary": summary, "speedup_no_spj_over_spj": speedup,
                "target_met_1.3x": None if speedup is None else speedup >= 1.3, "samples": samples.summary(),
                "equal_results": len(set(hashes.values())) <= 1}
