@@ -46,6 +46,14 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+def _tree_only(plan: str) -> str:
+    """Only the tree of a formatted plan (its node details left out)."""
+    lines = plan.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("== Physical Plan ==")), 0)
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].strip()), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def _with_confs(spark: Any, confs: dict[str, str]) -> dict[str, str | None]:
     old = sb.spark_confs(spark, list(confs))
     for k, v in confs.items():
@@ -97,7 +105,7 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
             exchange.setdefault(variant, []).append(sb.join_side_exchange(t.plans, ".".join(target)))
             if rep == 0:
                 _, hashes[variant] = sb.scan(spark, target)
-                info.setdefault("plans", {})[variant] = [p for p in t.plans if "BatchScan" in p][:1]
+                info.setdefault("plans", {})[variant] = [_tree_only(p) for p in t.plans if "BatchScan" in p][:1]
             for ident in (target, names.tombstones):
                 sb.rollback(spark, ident, pristine[ident])  # type: ignore[arg-type]
                 sb.expire_all_but_current(spark, ident)  # type: ignore[arg-type]

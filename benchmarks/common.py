@@ -266,9 +266,10 @@ def slope(ys: Sequence[float]) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- the record
-def _run(args: list[str]) -> str:
+def _run(args: list[str], strip: bool = True) -> str:
     try:
-        return subprocess.run(args, capture_output=True, text=True, check=False, timeout=30).stdout.strip()  # noqa: S603
+        out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=30).stdout  # noqa: S603
+        return out.strip() if strip else out
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -315,8 +316,8 @@ def versions(settings: Settings | None = None) -> dict[str, Any]:
 
 def git_state() -> dict[str, Any]:
     head = _run(["git", "-C", str(ROOT.parent), "rev-parse", "HEAD"])
-    dirty = _run(["git", "-C", str(ROOT.parent), "status", "--porcelain", "--untracked-files=no"])
-    return {"commit": head, "dirty_files": [line[3:] for line in dirty.splitlines()]}
+    dirty = _run(["git", "-C", str(ROOT.parent), "status", "--porcelain", "--untracked-files=no"], strip=False)
+    return {"commit": head, "dirty_files": [line[3:] for line in dirty.splitlines() if line.strip()]}
 
 
 def load_average() -> list[float]:
