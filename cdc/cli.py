@@ -368,7 +368,7 @@ def merge(ctx: click.Context, tables: tuple[str, ...], all_tables: bool) -> None
     for t in targets:
         try:
             r = merge_table(spark, s.catalog.name, t.db, t.table, s.merge.tombstone_days,
-                            s.table_settings(t.db, t.table).expectations, quality_home)
+                            s.table_settings(t.db, t.table).expectations, quality_home, s.merge_mode_for(t.db, t.table))
         except Exception as exc:  # noqa: BLE001 - the other tables go on; every error is named after them
             logging.getLogger("cdc.cli").debug("merge %s failed", t, exc_info=True)
             outcome = TableOutcome(str(t), error=exc)

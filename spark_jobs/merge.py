@@ -15,6 +15,18 @@ floor, so both publish with it. Every named table is merged whatever happens to 
 error stops only its own table); after all of them, each table's outcome is printed and each failed gate and
 errored table named: exit code 1 when a gate failed, else 3 (worth running again) or 4 when a table errored.
 
+Merge mode and a bucket-aligned MERGE (spark_jobs/base_merge.py): `--merge-mode '{"db.table": "copy-on-write"}'`
+brings a table's write-mode properties in line before its MERGE (a table left out keeps what it has; `cdc merge`
+passes every table's setting). The MERGE reads only the base buckets its changes touch, joins the base bucket to
+bucket without shuffling it (a storage-partitioned join; at most the change set is shuffled), and its plan is
+checked and logged before it runs. Under spark-submit pass the confs cdc/spark.py sets (spark_jobs/plan.SPJ_CONFS):
+    --conf spark.sql.sources.v2.bucketing.enabled=true
+    --conf spark.sql.iceberg.planning.preserve-data-grouping=true
+    --conf spark.sql.requireAllClusterKeysForCoPartition=false
+    --conf spark.sql.sources.v2.bucketing.pushPartValues.enabled=true
+    --conf spark.sql.sources.v2.bucketing.shuffle.enabled=true
+Without the last one Spark 4.1 shuffles the whole base on every MERGE (the plan check then says so).
+
 Fault injection (the fault suite): `CDC_FAULT_POINT=<point>` SIGKILLs the driver at one of the
 points below, with the Spark JVM when the driver leads its process group (`cdc merge` started by the
 tests does). The hook is a few lines of os/signal on purpose: spark-submit ships no `cdc` package.
@@ -41,9 +53,10 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
-    from spark_jobs import gate, gate_publish as wap, gate_sql as g, merge_sql as q
+    from spark_jobs import base_merge as bm, gate, gate_publish as wap, gate_sql as g, merge_sql as q
     from spark_jobs.gate import GateReport
 except ImportError:  # pragma: no cover - spark-submit puts the file's folder on the path
+    import base_merge as bm  # type: ignore[no-redef,import-not-found]
     import gate  # type: ignore[no-redef,import-not-found]
     import gate_publish as wap  # type: ignore[no-redef,import-not-found]
     import gate_sql as g  # type: ignore[no-redef,import-not-found]
@@ -272,13 +285,16 @@ def record_on_branch(spark: SparkSession, base: tuple[str, str, str], branch: st
 
 
 def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombstone_days: int = 7,
-                expectations: Sequence[Mapping[str, Any]] = (), quality_home: str | None = None) -> MergeResult:
+                expectations: Sequence[Mapping[str, Any]] = (), quality_home: str | None = None,
+                merge_mode: str | None = None) -> MergeResult:
     """Merge one table through write-audit-publish; a no-op (nothing written) when the changelog has nothing new.
 
     The tombstones MERGE and the base MERGE write audit branches of the same name; the gate checks the
     branch; only a passing branch is published (base first, then its tombstones). A failing one leaves
     `main` as it was and keeps the base branch as evidence; the next run redoes the slice from `main`.
     Every step is idempotent, so a run killed anywhere is repaired by running it again.
+    `merge_mode` ("merge-on-read" | "copy-on-write"): the base's write mode, set before its MERGE when it differs
+    (None: the table keeps the one it has).
     """
     started = time.monotonic()
     base = (catalog, db, table)
@@ -296,6 +312,7 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
             from spark_jobs.multiset import merge_multiset
         except ImportError:  # pragma: no cover - spark-submit
             from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
+        bm.align_write_mode(spark, base, merge_mode, f"{db}.{table}")  # for its other writers: the fold replaces the base
         return merge_multiset(spark, catalog, db, table, expectations, quality_home)
     wap.repair_tombstones(spark, base, tombstones, key)
     through = complete_through(spark, catalog, db, table)
@@ -322,22 +339,21 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     floor, raised, purge = _truncate_floor(spark, base, f"{db}.{table}")
     pending = q.pending_defaults_sql(plan)
     backfill = pending is not None and bool(spark.sql(pending).collect())
-    latest = spark.sql(q.latest_changes_sql(plan, floor)).persist()
     props = {MERGED_UPTO: str(upto)}
     if through is not None:
         props[COMPLETE_THROUGH] = through
     if floor is not None:  # the floor publishes with the base commit that deletes below it
         props[TRUNCATED_BEFORE] = str(floor)
     try:
-        n_changes = latest.count()
-        latest.createOrReplaceTempView(LATEST_VIEW)
+        n_changes = bm.stage_latest(spark, q.latest_changes_sql(plan, floor))
         spark.sql(q.tombstones_sql(plan))
         _fault(AFTER_TOMBSTONES)
+        merge = bm.prepare(spark, plan, base, changelog, f"{db}.{table}", merge_mode, floor if purge else None, backfill)
         set_snapshot_properties(spark, props)
         log.info("merge %s.%s: MERGE started on the audit branch %s (changelog snapshot %s)%s", db, table, branch, upto,
                  f", deleting the rows below the truncate floor {floor}" if purge else "")
         with _KillInMerge(spark):
-            spark.sql(q.merge_sql(plan, purge_below=floor if purge else None, backfill=backfill))
+            spark.sql(merge)
         record_on_branch(spark, base, branch, upto)
         unset_snapshot_properties(spark, props)
         if raised:
@@ -348,9 +364,8 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
         report = _gate(spark, f"{db}.{table}", gplan, changelog, plan, expectations, quality_home)
     finally:
         unset_snapshot_properties(spark, props)
+        bm.drop_latest(spark)  # before the view its SQL reads
         spark.catalog.dropTempView(SOURCE_VIEW)
-        spark.catalog.dropTempView(LATEST_VIEW)
-        latest.unpersist()
     published, warning = _publish(spark, catalog, report, base, tombstones, key)
     if published and not warning:
         spark.sql(q.expire_tombstones_sql(plan_main(plan, base, tombstones), tombstone_days))
@@ -472,6 +487,17 @@ def _truncate_floor(spark: SparkSession, base: tuple[str, str, str], name: str) 
     return floor, raised, purge
 
 
+def _merge_modes(text: str) -> dict[str, str]:
+    """--merge-mode: a JSON object of DB.TABLE -> one of merge_sql.MERGE_MODES."""
+    try:
+        modes = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(modes, dict) or any(not isinstance(k, str) or v not in q.MERGE_MODES for k, v in modes.items()):
+        raise argparse.ArgumentTypeError(f'expected {{"db.table": "{q.MERGE_MODES[0]}" | "{q.MERGE_MODES[1]}"}}, got {text}')
+    return modes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fold cdc changelog tables into their base tables.")
     parser.add_argument("--catalog", default="lake", help="Iceberg catalog name configured in the session")
@@ -479,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expectations", default="{}",
                         help='declared expectations per table, JSON: {"db.table": [{"type": ..., "kwargs": {...}}]}')
     parser.add_argument("--quality-home", default=None, help="folder of the GX project (Data Docs); none: not rendered")
+    parser.add_argument("--merge-mode", default="{}", type=_merge_modes,
+                        help='write mode per table, JSON: {"db.table": "merge-on-read" | "copy-on-write"}; '
+                             "a table left out keeps the mode it has")
     parser.add_argument("tables", nargs="+", help="DB.TABLE names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -488,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.tables:  # every table runs; the outcomes are reported and the exit code taken after
         db, _, table = name.partition(".")
         try:
-            result = merge_table(spark, args.catalog, db, table, args.tombstone_days, declared.get(name, ()), args.quality_home)
+            result = merge_table(spark, args.catalog, db, table, args.tombstone_days, declared.get(name, ()), args.quality_home,
+                                 args.merge_mode.get(name))
         except Exception as exc:  # noqa: BLE001 - reported with the others below
             log.exception("merge %s failed", name)
             outcomes.append(TableOutcome(name, error=exc))

@@ -175,11 +175,17 @@ def check_merge_plan(text: str, target: str) -> PlanCheck:
     return PlanCheck(True, write=write, join=_short(join.text))
 
 
+EMPTY_BASE = "the base holds no data file yet: its scan has no bucket to group by, and nothing to shuffle"
+
+
 def why_base_shuffled(check: PlanCheck, confs: Mapping[str, str | None], base_bucket: tuple[int, str] | None,
-                      changes_bucket: tuple[int, str] | None) -> list[str]:
-    """The reasons, most fundamental first, that Spark shuffles the base (empty when it does not)."""
+                      changes_bucket: tuple[int, str] | None, base_has_files: bool = True) -> list[str]:
+    """The reasons, most fundamental first, that Spark shuffles the base (empty when it does not). An empty base
+    (a table's first merge) reports no grouping: that is the whole story then."""
     if not check.base_shuffled:
         return []
+    if not base_has_files and not check.grouped_by:
+        return [EMPTY_BASE]
 
     def off(name: str) -> bool:
         return (confs.get(name) or "").strip().lower() != SPJ_CONFS[name]

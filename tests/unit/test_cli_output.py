@@ -137,7 +137,7 @@ def test_merge_json(orders: Any, capsys: pytest.CaptureFixture[str], monkeypatch
     report = GateReport("shop.orders", "audit_42_20261126070000", "r1", [CheckResult("schema", True, "1 source columns match")],
                         docs="/home/q/gx/uncommitted/data_docs/local_site/index.html")
     monkeypatch.setattr(cdc.spark, "session", lambda s: object())
-    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home:
+    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home, mode=None:
                         spark_jobs.merge.MergeResult(f"{db}.{table}", 42, 41, 5, 3, 1.25, gate=report, published=True))
     code, out, err = run(["merge", "--all", "--output", "json"], capsys)
     assert code == 0, err
@@ -157,7 +157,7 @@ def test_merge_exits_1_naming_each_failed_check_and_the_evidence_branch(
         CheckResult("expect_column_values_to_be_between(amount)", False, "1 unexpected of 5, e.g. [-5]"),
         CheckResult("conservation", False, "bucket 3: expected 5, found 6"), CheckResult("schema", True, "")])
     monkeypatch.setattr(cdc.spark, "session", lambda s: object())
-    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home:
+    monkeypatch.setattr(spark_jobs.merge, "merge_table", lambda spark, catalog, db, table, days, expectations, home, mode=None:
                         spark_jobs.merge.MergeResult(f"{db}.{table}", 42, 41, 5, 3, 1.25, gate=report, published=False))
     code, out, err = run(["merge", "shop.orders"], capsys)
     assert code == 1, err

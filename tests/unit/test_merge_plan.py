@@ -124,6 +124,10 @@ def test_a_base_scan_without_grouping_is_named() -> None:
     check = p.check_merge_plan(_plan("shuffle_off").replace("groupedBy=id_bucket", "groupedBy="), TARGET)
     assert check.grouped_by == ""
     assert p.why_base_shuffled(check, ON, (16, "id"), (16, "id"))[0].startswith("the base scan reports no bucket grouping")
+    # a base without data files (a table's first merge) has nothing to group, and nothing to shuffle
+    assert p.why_base_shuffled(check, ON, (16, "id"), (16, "id"), base_has_files=False) == [p.EMPTY_BASE]
+    grouped = p.check_merge_plan(_plan("shuffle_off"), TARGET)
+    assert p.EMPTY_BASE not in p.why_base_shuffled(grouped, ON, (16, "id"), (16, "id"), base_has_files=False)
 
 
 def test_a_plan_that_failed_or_does_not_scan_the_target() -> None:
