@@ -157,7 +157,10 @@ def read_schedules(settings: Settings, catalog: Catalog, tables: Sequence[TableI
 
 def merge_job_args(settings: Settings, table: TableId) -> list[str]:
     """The arguments of `spark_jobs/merge.py` for one table, as `cdc merge` would run it (for spark-submit)."""
-    expectations = settings.table_settings(table.db, table.table).expectations
+    def per_table(value: Any) -> str:
+        return json.dumps({str(table): value}, separators=(",", ":"), sort_keys=True)
+
     return ["--catalog", settings.catalog.name, "--tombstone-days", str(settings.merge.tombstone_days),
-            "--expectations", json.dumps({str(table): expectations}, separators=(",", ":"), sort_keys=True),
-            "--quality-home", str((Path(settings.home) / "quality").resolve()), "--", str(table)]
+            "--expectations", per_table(settings.table_settings(table.db, table.table).expectations),
+            "--quality-home", str((Path(settings.home) / "quality").resolve()),
+            "--merge-mode", per_table(settings.merge_mode_for(table.db, table.table)), "--", str(table)]

@@ -57,10 +57,13 @@ def test_next_merge() -> None:
 
 def test_merge_job_args_are_what_cdc_merge_passes(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rule = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "v"}}
-    monkeypatch.setenv("CDC_TABLES", json.dumps({"shop.orders": {"expectations": [rule]}}))
+    monkeypatch.setenv("CDC_TABLES", json.dumps({"shop.orders": {"expectations": [rule], "merge_mode": "copy-on-write"}}))
     args = merge_job_args(load_settings(), TableId("shop", "orders"))
     assert args[:4] == ["--catalog", "lake", "--tombstone-days", "7"]
     assert json.loads(args[args.index("--expectations") + 1]) == {"shop.orders": [rule]}
+    assert json.loads(args[args.index("--merge-mode") + 1]) == {"shop.orders": "copy-on-write"}
+    assert json.loads(merge_job_args(load_settings(), TableId("shop", "other"))[args.index("--merge-mode") + 1]) == {
+        "shop.other": "merge-on-read"}  # merge.mode
     assert args[args.index("--quality-home") + 1] == str((home / "quality").resolve())
     assert args[-2:] == ["--", "shop.orders"]  # a name can never be read as an option
 
