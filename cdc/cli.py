@@ -582,8 +582,12 @@ def dlq_replay(ctx: click.Context) -> None:
 
     s = _settings(ctx)
     r = replay(s, _catalog(s))
-    _out(ctx).table("replay", "replay", ["examined", "landed", "skipped", "still failing"],
-                    [(r.examined, r.landed, r.skipped, r.still_failing)])
+    _out(ctx).table("replay", "replay", ["examined", "landed", "skipped", "still failing", "refused"],
+                    [(r.examined, r.landed, r.skipped, r.still_failing, len(r.refused))])
+    for line in r.refused:
+        click.echo(line, err=True)
+    if r.refused:
+        raise CheckFailed(f"{len(r.refused)} dead letter(s) older than the tombstone window were not replayed")
 
 
 # -------------------------------------------------------------------------------------------- sql

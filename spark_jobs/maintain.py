@@ -15,7 +15,8 @@ before and after it (files, bytes, snapshots, manifests, seconds):
    at (dangling deletes, several per data file);
 3. manifests: `rewrite_manifests` when the current snapshot has more than `max_manifests` data manifests;
 4. expire: `expire_snapshots` older than `snapshot_hours`, keeping the newest `retain_snapshots`, every snapshot
-   a branch references (Iceberg does), and the snapshots the bookkeeping still reads (see `_keep`); a base's
+   a branch references (Iceberg does), and, for a lake merged before landing numbers, the changelog snapshot its
+   base merged last (see `_keep`); a base's
    bookkeeping summaries are pinned as table properties first (`pin_bookkeeping`);
 5. orphans: `remove_orphan_files` older than `orphan_days` (listed first; removed only when there are some).
 
@@ -50,7 +51,7 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     import maintain_sql as m  # type: ignore[no-redef,import-not-found]
     import merge_sql as q  # type: ignore[no-redef]
 from cdc.errors import CdcError, ServiceError, TransientError  # dependency-free: ship it with --py-files
-from cdc.lake.contract import BASE_BOOKKEEPING, CHANGELOG_SUFFIX, MERGED_UPTO, OFFSETS, TOMBSTONES_SUFFIX, TRUNCATED_BEFORE
+from cdc.lake.contract import BASE_BOOKKEEPING, CHANGELOG_SUFFIX, MERGED_LANDED, MERGED_UPTO, TOMBSTONES_SUFFIX
 
 log = logging.getLogger("spark_jobs.maintain")
 
@@ -403,20 +404,22 @@ def _millis_time(spark: SparkSession, sql: str) -> datetime | None:
 
 
 def _keep(spark: SparkSession, role: str, ident: Ident, base: Ident) -> list[tuple[str, datetime | None]]:
-    """The snapshots expiry must keep (and everything after them) so the bookkeeping still finds what it reads:
-    the changelog snapshot the base last merged (the next merge reads from it) and the newest landing commit (its
-    Kafka offsets are where the consumer resumes); the base's newest merge commit (its merged position) and
-    newest truncate floor. Each is the newest of its kind in `main`'s ancestry, so keeping it and everything
-    newer keeps the ancestry walk intact."""
-    if role == "changelog":
-        merged = spark.sql(q.merged_upto_sql(base, MERGED_UPTO)).collect() if _exists(spark, base) else []
-        at = _millis_time(spark, m.snapshot_time_sql(ident, int(merged[0][0]))) if merged and merged[0][0] else None
-        return [("the changelog snapshot the base merged last", at),
-                ("the newest landing commit", _millis_time(spark, m.newest_with_summary_sql(ident, OFFSETS)))]
-    if role == "base":
-        return [("the newest merge commit", _millis_time(spark, m.newest_with_summary_sql(ident, MERGED_UPTO))),
-                ("the newest truncate floor", _millis_time(spark, m.newest_with_summary_sql(ident, TRUNCATED_BEFORE)))]
-    return []
+    """The snapshots expiry must keep (and everything after them) for the bookkeeping. None, where the base records a
+    landing number: a merge takes the changelog rows numbered above it (rows keep their number through compaction),
+    the landing's offsets are table properties as well, and the base's own values are pinned as properties before
+    its expiry. A base merged before landing numbers existed takes its next slice from the changelog snapshot it
+    merged last: that one is kept until a merge records a landing number."""
+    if role != "changelog" or not _exists(spark, base):
+        return []
+    if spark.sql(q.merged_upto_sql(base, MERGED_LANDED)).collect() or MERGED_LANDED in _properties(spark, base):
+        return []
+    merged = spark.sql(q.merged_upto_sql(base, MERGED_UPTO)).collect()
+    at = _millis_time(spark, m.snapshot_time_sql(ident, int(merged[0][0]))) if merged and merged[0][0] else None
+    return [("the changelog snapshot the base merged last (merged before landing numbers)", at)]
+
+
+def _properties(spark: SparkSession, ident: Ident) -> dict[str, str]:
+    return {str(r[0]): str(r[1]) for r in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*ident)}").collect()}
 
 
 @dataclass
@@ -481,14 +484,19 @@ def _compact(p: _Part, buckets: list[BucketStats], before: Numbers) -> tuple[lis
     started = time.monotonic()
     done: list[Compaction] = []
     rewritten = added = 0
-    for c in plan:
+    # one commit for every bucket that needs the same options (a commit per bucket made a snapshot per bucket, more
+    # than the same run's expiry can take: they are younger than its cutoff)
+    for deletes in sorted({c.deletes for c in plan}):
+        group = [c for c in plan if c.deletes == deletes]
         if done and (blocked := p.in_flight()):  # a merge started meanwhile: leave its main alone
             break
-        result = _call(p.spark, m.rewrite_data_files_sql(p.ident, p.where(c.bucket), compaction_options(p.th, c.deletes)),
-                       f"{p.name} compact bucket {c.bucket}", p.in_flight)
+        wheres = [p.where(c.bucket) for c in group]
+        where = None if any(w is None for w in wheres) else " OR ".join(f"({w})" for w in wheres)
+        result = _call(p.spark, m.rewrite_data_files_sql(p.ident, where, compaction_options(p.th, deletes)),
+                       f"{p.name} compact {_buckets(group)}", p.in_flight)
         if result:
             rewritten, added = rewritten + int(result[0][0]), added + int(result[0][1])
-        done.append(c)
+        done.extend(group)
     buckets, after = measure(p.spark, p.ident, p.th, p.partitioning)
     reason = f"rewrote {rewritten} data files into {added} in {_buckets(done)}: {why}"
     if blocked:

@@ -123,16 +123,6 @@ def data_manifests_sql(table: Ident) -> str:
             f"COALESCE(SUM(CASE WHEN content = 1 THEN 1 ELSE 0 END), 0) FROM {qualified(*table, 'manifests')}")
 
 
-def newest_with_summary_sql(table: Ident, prop: str) -> str:
-    """The commit time (ms) of the newest snapshot of `main`'s ancestry whose summary holds `prop`."""
-    snaps, hist = qualified(*table, "snapshots"), qualified(*table, "history")
-    return (
-        f"SELECT unix_millis(s.committed_at) FROM {snaps} s JOIN {hist} h ON s.snapshot_id = h.snapshot_id "
-        f"WHERE h.is_current_ancestor AND s.summary[{_literal(prop)}] IS NOT NULL "
-        f"ORDER BY h.made_current_at DESC, s.committed_at DESC LIMIT 1"
-    )
-
-
 def snapshot_time_sql(table: Ident, snapshot_id: int) -> str:
     """The commit time (ms) of one snapshot (no row when it is gone)."""
     return f"SELECT unix_millis(committed_at) FROM {qualified(*table, 'snapshots')} WHERE snapshot_id = {int(snapshot_id)}"

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, functions as F
 
 try:  # as a package (cdc merge) or as a file (spark-submit spark_jobs/merge.py)
     from spark_jobs import base_merge as bm, gate, gate_publish as wap, gate_sql as g, merge_sql as q
@@ -64,13 +64,18 @@ except ImportError:  # pragma: no cover - spark-submit puts the file's folder on
     from gate import GateReport  # type: ignore[no-redef,import-not-found]
 from cdc.errors import CdcError, ServiceError, TransientError  # dependency-free, as gate_publish uses it
 from cdc.lake.contract import (  # dependency-free: ship it with --py-files
+    BASE_BOOKKEEPING,
     CHANGELOG_ONLY,
     CHANGELOG_SUFFIX,
     COLUMN_DEFAULTS,
     COMPLETE_THROUGH,
     FROZEN_COLUMNS,
+    INGESTED_AT,
+    LANDED,
+    LANDED_COLUMN,
     LANDED_THROUGH_PREFIX,
     LATEST_VIEW,
+    MERGED_LANDED,
     MERGED_UPTO,
     PROP_KEY as PRIMARY_KEY,
     SEQ,
@@ -228,9 +233,29 @@ def _current_snapshot(spark: SparkSession, ident: tuple[str, str, str]) -> int |
     return int(rows[0][0]) if rows else None
 
 
-def _merged_upto(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
-    rows = spark.sql(q.merged_upto_sql(base, MERGED_UPTO)).collect()
-    return int(rows[0][0]) if rows else None
+def bookkeeping(spark: SparkSession, ident: tuple[str, str, str], key: str) -> str | None:
+    """A base table's bookkeeping value: the newest summary on `main`'s ancestry that has it, else the table property
+    it was pinned to (maintenance expired those snapshots or compacted after them). = cdc.lake.bookkeeping.value."""
+    rows = spark.sql(q.merged_upto_sql(ident, key)).collect()
+    if rows and rows[0][0] is not None:
+        return str(rows[0][0])
+    return _table_property(spark, ident, key)
+
+
+def pin_bookkeeping(spark: SparkSession, ident: tuple[str, str, str]) -> dict[str, str]:
+    """Copy the base's newest summary values of its bookkeeping into table properties (one metadata commit, none
+    when they are pinned already): snapshot expiry and compaction keep properties. Run after every publish, at the
+    start of every merge (a run killed after its publish), and by `cdc maintain` before it expires snapshots."""
+    props = {str(r[0]): str(r[1]) for r in spark.sql(f"SHOW TBLPROPERTIES {q.qualified(*ident)}").collect()}
+    todo = {}
+    for key in BASE_BOOKKEEPING:
+        rows = spark.sql(q.merged_upto_sql(ident, key)).collect()
+        if rows and rows[0][0] is not None and props.get(key) != str(rows[0][0]):
+            todo[key] = str(rows[0][0])
+    if todo:
+        spark.sql(q.set_properties_sql(ident, todo))
+        log.info("%s.%s: bookkeeping pinned as table properties: %s", ident[1], ident[2], todo)
+    return todo
 
 
 def complete_through(spark: SparkSession, catalog: str, db: str, table: str) -> str | None:
@@ -244,20 +269,54 @@ def complete_through(spark: SparkSession, catalog: str, db: str, table: str) -> 
     return g.namespace_property([(str(r[0]), str(r[1])) for r in rows], key)
 
 
-def new_changes(spark: SparkSession, base: tuple[str, str, str], changelog: tuple[str, str, str]) -> tuple[int | None, int | None, Any]:
-    """(the changelog's current snapshot, the one the base last folded in, the changes between them as the
-    view SOURCE_VIEW); no changes (None) when there is nothing new."""
+@dataclass(frozen=True)
+class Slice:
+    """The changes a run folds in: the changelog rows as of snapshot `upto` whose landing number is above the
+    base's merged one (view SOURCE_VIEW); `landed`: the highest landing number among them (what the base commit
+    records), None when they all predate landing numbers."""
+
+    upto: int | None
+    previous: int | None
+    changes: Any = None
+    landed: int | None = None
+
+
+def new_changes(spark: SparkSession, base: tuple[str, str, str], changelog: tuple[str, str, str]) -> Slice:
+    """The slice (`changes` None when there is nothing new). "Merged" is a row predicate on `_cdc_landed`, which rows
+    keep through compaction, so neither a compaction (its snapshot is no append, its files mix old and new rows)
+    nor an expiry (the snapshot the base last merged may be gone) changes what the slice holds. A base merged
+    before landing numbers existed takes its first slice by snapshot, as before."""
     upto = _current_snapshot(spark, changelog)
-    previous = _merged_upto(spark, base)
+    previous_raw = bookkeeping(spark, base, MERGED_UPTO)
+    previous = int(previous_raw) if previous_raw else None
+    merged_raw = bookkeeping(spark, base, MERGED_LANDED)
+    merged = int(merged_raw) if merged_raw else None
     if upto is None or upto == previous:
-        return upto, previous, None
+        return Slice(upto, previous)
     reader = spark.read.format("iceberg")
-    if previous is None:
-        changes = reader.option("versionAsOf", upto).load(q.qualified(*changelog))
+    name = q.qualified(*changelog)
+    if merged is not None:
+        landed_now = _table_property(spark, changelog, LANDED)
+        if landed_now is not None and int(landed_now) < merged:
+            raise CdcError(f"{changelog[1]}.{changelog[2]}: its landing number {landed_now} is below the {merged} the base "
+                           "merged up to: the changelog was dropped and made again, and its changes would be skipped; "
+                           f"rebuild the table (cdc bootstrap {changelog[1]}.{base[2]} --rebuild)")
+        changes = reader.option("versionAsOf", upto).load(name).where(F.col(LANDED_COLUMN) > F.lit(merged))
+    elif previous is None:  # never merged: everything
+        changes = reader.option("versionAsOf", upto).load(name)
+    elif spark.sql(q.snapshot_exists_sql(changelog, previous)).collect():  # merged before landing numbers existed
+        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(name)
     else:
-        changes = reader.option("start-snapshot-id", previous).option("end-snapshot-id", upto).load(q.qualified(*changelog))
+        raise CdcError(f"{changelog[1]}.{changelog[2]}: the changelog snapshot {previous} the base last merged is gone "
+                       "(expired) and the base records no landing number (merged by a version before them): rebuild "
+                       f"the table (cdc bootstrap {changelog[1]}.{base[2]} --rebuild)")
+    has_column = LANDED_COLUMN in changes.columns
+    row = changes.agg(F.count(F.lit(1)), F.max(LANDED_COLUMN) if has_column else F.lit(None)).collect()[0]
+    if int(row[0]) == 0:
+        return Slice(upto, previous)
     changes.createOrReplaceTempView(SOURCE_VIEW)
-    return upto, previous, changes
+    landed = max(int(row[1]), merged or 0) if row[1] is not None else merged
+    return Slice(upto, previous, changes, landed)
 
 
 def _table_property(spark: SparkSession, ident: tuple[str, str, str], prop: str) -> str | None:
@@ -275,6 +334,15 @@ def set_snapshot_properties(spark: SparkSession, props: dict[str, str]) -> None:
 def unset_snapshot_properties(spark: SparkSession, props: dict[str, str]) -> None:
     for k in props:
         spark.conf.unset(SNAPSHOT_PROPERTY + k)
+
+
+def ensure_lake_time(spark: SparkSession, tombstones: tuple[str, str, str]) -> None:
+    """Give a tombstones table made before tombstones aged by lake time its `_ingested_at` column (its older
+    tombstones read NULL there and age by their source time, as they did)."""
+    if INGESTED_AT not in spark.table(q.qualified(*tombstones)).columns:
+        spark.sql(q.add_column_sql(tombstones, INGESTED_AT, "TIMESTAMP"))
+        log.info("%s.%s: added %s (tombstones now expire by the time they reached the lake)", tombstones[1],
+                 tombstones[2], INGESTED_AT)
 
 
 def record_on_branch(spark: SparkSession, base: tuple[str, str, str], branch: str, upto: int) -> None:
@@ -314,9 +382,12 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
             from multiset import merge_multiset  # type: ignore[no-redef,import-not-found]
         bm.align_write_mode(spark, base, merge_mode, f"{db}.{table}")  # for its other writers: the fold replaces the base
         return merge_multiset(spark, catalog, db, table, expectations, quality_home)
+    ensure_lake_time(spark, tombstones)
     wap.repair_tombstones(spark, base, tombstones, key)
+    pin_bookkeeping(spark, base)  # a run killed between its publish and its pin (an error here: nothing is written yet)
     through = complete_through(spark, catalog, db, table)
-    upto, previous, changes = new_changes(spark, base, changelog)
+    found = new_changes(spark, base, changelog)
+    upto, previous, changes = found.upto, found.previous, found.changes
     if changes is None or upto is None:
         return MergeResult(f"{db}.{table}", upto, previous, 0, -1, time.monotonic() - started, skipped=True)
     # the landing evolves the base before the changelog, so a slice never carries a column the base lacks,
@@ -340,6 +411,8 @@ def merge_table(spark: SparkSession, catalog: str, db: str, table: str, tombston
     pending = q.pending_defaults_sql(plan)
     backfill = pending is not None and bool(spark.sql(pending).collect())
     props = {MERGED_UPTO: str(upto)}
+    if found.landed is not None:
+        props[MERGED_LANDED] = str(found.landed)
     if through is not None:
         props[COMPLETE_THROUGH] = through
     if floor is not None:  # the floor publishes with the base commit that deletes below it
@@ -428,6 +501,11 @@ def _publish(spark: SparkSession, catalog: str, report: GateReport, base: tuple[
             log.warning("merge %s: published; %s", report.table, warning, exc_info=log.isEnabledFor(logging.DEBUG))
     if not warning:  # the repair needs the base branch to know its tombstones belong to a published base
         wap.drop(spark, base, branch)
+    try:
+        pin_bookkeeping(spark, base)
+    except Exception as exc:  # noqa: BLE001 - published: the summaries hold it, and the next run pins it
+        warning = warning or f"its bookkeeping is not pinned as table properties yet ({first_line(exc)}); the next merge does it"
+        log.warning("merge %s: published; %s", report.table, warning)
     gate.write_results(spark, catalog, report, published=True)
     return True, warning
 

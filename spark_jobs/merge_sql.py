@@ -18,7 +18,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cdc.lake.contract import KAFKA_OFFSET as OFFSET, KAFKA_PARTITION as PARTITION, LATEST_VIEW, OP, RANK, SEQ, SOURCE_TS
+from cdc.lake.contract import (
+    INGESTED_AT,
+    KAFKA_OFFSET as OFFSET,
+    KAFKA_PARTITION as PARTITION,
+    LATEST_VIEW,
+    OP,
+    RANK,
+    SEQ,
+    SOURCE_TS,
+)
 
 
 class IdentifierError(ValueError):
@@ -96,24 +105,29 @@ def latest_changes_sql(plan: MergePlan, after_seq: int | None = None) -> str:
 
 
 def tombstones_sql(plan: MergePlan, latest_view: str = LATEST_VIEW) -> str:
-    """Record each key whose latest change is a delete (idempotent: a tombstone only moves forward)."""
+    """Record each key whose latest change is a delete (idempotent: a tombstone only moves forward). `_ingested_at`
+    is when the delete reached the lake: tombstones expire by it, so a delete that lands late still blocks older
+    changes for the whole window."""
     target = qualified(*plan.tombstones)
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in plan.key)
     cols = (*plan.key, SEQ, SOURCE_TS)
     select = ", ".join(quote(c) for c in cols)
+    now = quote(INGESTED_AT)
     return (
         f"MERGE INTO {target} AS t\n"
         f"USING (SELECT {select} FROM {quote(latest_view)} WHERE {quote(OP)} = 'd') AS s\n"
         f"ON {on}\n"
         f"WHEN MATCHED AND s.{quote(SEQ)} > t.{quote(SEQ)} THEN UPDATE SET "
-        f"t.{quote(SEQ)} = s.{quote(SEQ)}, t.{quote(SOURCE_TS)} = s.{quote(SOURCE_TS)}\n"
-        f"WHEN NOT MATCHED THEN INSERT ({select}) VALUES ({', '.join(f's.{quote(c)}' for c in cols)})"
+        f"t.{quote(SEQ)} = s.{quote(SEQ)}, t.{quote(SOURCE_TS)} = s.{quote(SOURCE_TS)}, t.{now} = current_timestamp()\n"
+        f"WHEN NOT MATCHED THEN INSERT ({select}, {now}) VALUES ({', '.join(f's.{quote(c)}' for c in cols)}, current_timestamp())"
     )
 
 
 def expire_tombstones_sql(plan: MergePlan, days: int) -> str:
-    """Forget tombstones older than the window in which a late replay can still arrive."""
-    return f"DELETE FROM {qualified(*plan.tombstones)} WHERE {quote(SOURCE_TS)} < current_timestamp() - INTERVAL {int(days)} DAYS"
+    """Forget tombstones that have been in the lake longer than the window in which a late replay can still
+    arrive (lake time: a tombstone from before `_ingested_at` existed ages by its source time)."""
+    since = f"coalesce({quote(INGESTED_AT)}, {quote(SOURCE_TS)})"
+    return f"DELETE FROM {qualified(*plan.tombstones)} WHERE {since} < current_timestamp() - INTERVAL {int(days)} DAYS"
 
 
 def _value(plan: MergePlan, column: str) -> str:
@@ -253,11 +267,6 @@ def below_floor_sql(target: Sequence[str], seq: int) -> str:
     return f"SELECT 1 FROM {qualified(*target)} WHERE {quote(SEQ)} < {int(seq)} LIMIT 1"
 
 
-def set_property_sql(target: Sequence[str], prop: str, value: str) -> str:
-    """Set one table property (one metadata commit, no snapshot)."""
-    return f"ALTER TABLE {qualified(*target)} SET TBLPROPERTIES ({_literal(prop)} = {_literal(value)})"
-
-
 def merged_upto_sql(target: Sequence[str], prop: str) -> str:
     """The changelog snapshot the newest merge of this base table recorded (walks current ancestry)."""
     snaps = qualified(*target, "snapshots")
@@ -322,3 +331,22 @@ def _literal(text: str) -> str:
     if any(ord(ch) < 32 for ch in text):
         raise IdentifierError(f"literal {text!r} contains control characters")
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def set_properties_sql(target: Sequence[str], props: dict[str, str]) -> str:
+    """Set table properties in one metadata commit (no snapshot)."""
+    pairs = ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in sorted(props.items()))
+    return f"ALTER TABLE {qualified(*target)} SET TBLPROPERTIES ({pairs})"
+
+
+def snapshot_exists_sql(target: Sequence[str], snapshot_id: int) -> str:
+    return f"SELECT 1 FROM {qualified(*target, 'snapshots')} WHERE snapshot_id = {int(snapshot_id)}"
+
+
+_COLUMN_TYPES = frozenset({"TIMESTAMP", "BIGINT"})
+
+
+def add_column_sql(target: Sequence[str], column: str, sql_type: str) -> str:
+    if sql_type not in _COLUMN_TYPES:
+        raise IdentifierError(f"not a column type the merge adds: {sql_type!r}")
+    return f"ALTER TABLE {qualified(*target)} ADD COLUMN {quote(column)} {sql_type}"

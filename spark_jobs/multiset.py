@@ -25,8 +25,10 @@ try:  # as a package (cdc merge) or as files (spark-submit)
     from spark_jobs.merge import (
         MergeResult,
         _publish,
+        bookkeeping,
         complete_through,
         new_changes,
+        pin_bookkeeping,
         record_on_branch,
         set_snapshot_properties,
         unset_snapshot_properties,
@@ -40,8 +42,10 @@ except ImportError:  # pragma: no cover
     from merge import (  # type: ignore[no-redef,import-not-found]
         MergeResult,
         _publish,
+        bookkeeping,
         complete_through,
         new_changes,
+        pin_bookkeeping,
         record_on_branch,
         set_snapshot_properties,
         unset_snapshot_properties,
@@ -52,6 +56,7 @@ from cdc.lake.contract import (
     COLUMN_DEFAULTS,
     COMPLETE_THROUGH,
     FROZEN_COLUMNS,
+    MERGED_LANDED,
     MERGED_UPTO,
     SEQ,
     SOURCE_TS,
@@ -72,8 +77,9 @@ def applied_seq(spark: SparkSession, base: tuple[str, str, str]) -> int | None:
         f"WHERE h.is_current_ancestor AND (s.summary[{applied}] IS NOT NULL OR s.summary[{boot}] IS NOT NULL) "
         "ORDER BY h.made_current_at DESC, s.committed_at DESC LIMIT 1"
     ).collect()
-    if not rows:
-        return None
+    if not rows:  # maintenance expired every snapshot that recorded it: the pinned property
+        pinned = bookkeeping(spark, base, m.APPLIED_SEQ) or bookkeeping(spark, base, BOOTSTRAP_SEQ)
+        return int(pinned) if pinned else None
     recorded, position = rows[0][0], rows[0][1]
     return int(recorded) if recorded is not None else int(position)
 
@@ -98,8 +104,10 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str,
     started = time.monotonic()
     name = f"{db}.{table}"
     base, changelog = (catalog, db, table), (catalog, db, table + CHANGELOG_SUFFIX)
+    pin_bookkeeping(spark, base)  # a run killed between its publish and its pin
     through = complete_through(spark, catalog, db, table)
-    upto, previous, changes = new_changes(spark, base, changelog)
+    found = new_changes(spark, base, changelog)
+    upto, previous, changes = found.upto, found.previous, found.changes
     if changes is None or upto is None:
         return MergeResult(name, upto, previous, 0, -1, time.monotonic() - started, skipped=True)
     order = [f.name for f in spark.table(q.qualified(*base)).schema.fields]
@@ -109,6 +117,8 @@ def merge_multiset(spark: SparkSession, catalog: str, db: str, table: str,
     wap.create(spark, base, branch)
     plan = _plan(spark, base, columns, branch)
     props: dict[str, str] = {MERGED_UPTO: str(upto)}
+    if found.landed is not None:
+        props[MERGED_LANDED] = str(found.landed)
     if through is not None:
         props[COMPLETE_THROUGH] = through
     try:

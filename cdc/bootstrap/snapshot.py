@@ -479,4 +479,4 @@ def _publish(catalog: Catalog, table: TableId, branch: str, properties: dict[str
 
     retrying(f"{table}: publish the bootstrap branch {branch}", policy, attempt)
     retrying(f"{table}: pin the bootstrap's bookkeeping", policy,
-             lambda: bookkeeping.pin(catalog.load_table(lake.base_name(table))))
+             lambda: bookkeeping.pin(catalog.load_table(lake.base_name(table)), exact=True))

@@ -279,7 +279,7 @@ class Lander:
         def attempt() -> None:
             t = sink.load()
             if t.current_snapshot() is None:
-                record = bookkeeping.Landing(starts, topic_ids, bookkeeping.landing(t).landed + 1)
+                record = bookkeeping.Landing(starts, topic_ids, bookkeeping.landing(t).landed)  # no rows: no new number
                 sink.write(t, plain_arrow(t.schema().as_arrow()).empty_table(), record)
 
         self._call(f"{table}: anchor", attempt)
@@ -447,7 +447,7 @@ def anchor_bootstrap(catalog: Catalog, rules: CaptureRules, table: TableId, anch
         moved = {**landed, topic: off.reanchor(landed.get(topic, {}), anchor, high_now, same_topic=same)}
         if moved != landed or changelog.current_snapshot() is None or (topic_id and landed_ids.get(topic) != topic_id):
             sink.write(changelog, plain_arrow(changelog.schema().as_arrow()).empty_table(),
-                       bookkeeping.Landing(moved, {**landed_ids, **current}, before.landed + 1))
+                       bookkeeping.Landing(moved, {**landed_ids, **current}, before.landed))  # no rows: no new number
             log.info("%s: streaming takes over at %s", table, off.encode({topic: moved[topic]}))
 
     retrying(f"{table}: anchor the bootstrap", policy, attempt)

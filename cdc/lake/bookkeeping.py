@@ -43,9 +43,11 @@ class Landing:
 
 def commit(table: Table, rows: pa.Table, record: Landing, summary: dict[str, str] | None = None,
            after_write: Callable[[], None] | None = None) -> None:
-    """One landing commit: `rows` (numbered `record.landed` when the table has the column) appended in one metadata
-    commit that also sets `record` as table properties. `after_write` runs once the data files are written."""
-    rows = number(rows, record.landed)
+    """One landing commit: `rows` (numbered `record.landed` when the table has the column, also when the rows were
+    built from a schema read before the column was added) appended in one metadata commit that also sets `record`
+    as table properties. `after_write` runs once the data files are written."""
+    if _has(table):
+        rows = number(rows, record.landed)
     with table.transaction() as tx:
         tx.set_properties(record.record())  # the same metadata commit as the append: maintenance keeps these
         tx.append(rows, snapshot_properties={**record.record(), **(summary or {})})
@@ -58,16 +60,30 @@ def _summary(snapshot: Any) -> dict[str, str]:
 
 
 def landing(table: Table) -> Landing:
-    """The table's landing record. Its properties, written in the same metadata commit as the newest landing
-    commit, hold it; a table landed before they did (an older lake) is read through its summaries."""
+    """The table's landing record: from the newest landing commit on `main`'s ancestry (the truth, also after a
+    rollback), else from the table properties that commit set (maintenance expired it, or compacted after it and
+    expired it: expiry keeps the newest snapshots, so a landing commit it left is never older than the properties)."""
+    for snapshot in ancestors(table):
+        found = _summary(snapshot)
+        if found.get(OFFSETS):
+            ids = found.get(TOPIC_IDS)
+            landed = int(found[LANDED]) if found.get(LANDED) else _older_landed(table)
+            # a number is never given twice (not even after a rollback: a base may have merged the rolled-back rows)
+            return Landing(off.decode(found[OFFSETS]), _ids(ids), max(landed, int(table.properties.get(LANDED) or 0)))
     props = table.properties
     if props.get(OFFSETS):
-        ids = props.get(TOPIC_IDS)
-        return Landing(off.decode(props[OFFSETS]), {str(k): str(v) for k, v in json.loads(ids).items()} if ids else {},
-                       int(props.get(LANDED) or 0))
-    summaries = [_summary(s) for s in ancestors(table)]
-    landed = next((int(s[LANDED]) for s in summaries if s.get(LANDED)), 0)
-    return Landing(off.recorded(summaries), off.recorded_ids(summaries), landed)
+        return Landing(off.decode(props[OFFSETS]), _ids(props.get(TOPIC_IDS)), int(props.get(LANDED) or 0))
+    return Landing()
+
+
+def _ids(raw: str | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def _older_landed(table: Table) -> int:
+    """A landing number where the newest landing commit predates them (an older lake): the newest recorded."""
+    return next((int(_summary(s)[LANDED]) for s in ancestors(table) if _summary(s).get(LANDED)),
+                int(table.properties.get(LANDED) or 0))
 
 
 def value(table: Table, key: str) -> str | None:
@@ -91,12 +107,18 @@ def unpinned(table: Table, keys: tuple[str, ...] = BASE_BOOKKEEPING) -> dict[str
     return out
 
 
-def pin(table: Table, keys: tuple[str, ...] = BASE_BOOKKEEPING) -> dict[str, str]:
-    """Copy the newest summary values into table properties (one metadata commit; none when nothing changed)."""
+def pin(table: Table, keys: tuple[str, ...] = BASE_BOOKKEEPING, exact: bool = False) -> dict[str, str]:
+    """Copy the newest summary values into table properties (one metadata commit; none when nothing changed).
+    `exact` (a bootstrap's publish, which starts a new history): also remove the pinned values the new history does
+    not record, so a reader never falls back to a value of the history it replaced."""
     todo = unpinned(table, keys)
-    if todo:
+    stale = [k for k in keys if exact and k in table.properties and not any(_summary(s).get(k) for s in ancestors(table))]
+    if todo or stale:
         with table.transaction() as tx:
-            tx.set_properties(todo)
+            if todo:
+                tx.set_properties(todo)
+            if stale:
+                tx.remove_properties(*stale)
     return todo
 
 
@@ -115,8 +137,9 @@ def _has(table: Table) -> bool:
 
 
 def number(rows: pa.Table, landed: int) -> pa.Table:
-    """Pure: `rows` with every row's landing number set to `landed`."""
+    """Pure: `rows` with every row's landing number set to `landed` (the column added when they lack it)."""
+    values = pa.array([landed] * rows.num_rows, type=pa.int64())
     if LANDED_COLUMN not in rows.column_names:
-        return rows
+        return rows.append_column(pa.field(LANDED_COLUMN, pa.int64()), values)
     i = rows.column_names.index(LANDED_COLUMN)
-    return rows.set_column(i, rows.schema.field(i), pa.array([landed] * rows.num_rows, type=rows.schema.field(i).type))
+    return rows.set_column(i, rows.schema.field(i), values.cast(rows.schema.field(i).type))

@@ -86,7 +86,7 @@ def repair_table(settings: Settings, catalog: Catalog, table: TableId, wait_seco
     report.absent = len(rows) - report.present
 
     def attempt() -> None:  # a landing commit: the next landing number, the offsets as they stand
-        fresh = bookkeeping.with_landed_column(catalog.load_table(lake.changelog_name(table)))
+        fresh = bookkeeping.with_landed_column(lake.landing_table(catalog.load_table(lake.changelog_name(table))))
         before = bookkeeping.landing(fresh)
         rows_now = _changes(fresh.schema().as_arrow(), rows, report.seq)
         bookkeeping.commit(fresh, rows_now, dataclasses.replace(before, landed=before.landed + 1),

@@ -188,7 +188,6 @@ def test_landings_and_deletes_are_compacted_bucket_by_bucket_but_not_under_a_mer
     assert compare_table(s, lake.open_catalog(s), table).equal
 
 
-@pytest.mark.xfail(strict=True, reason="bookkeeping moves: issue 12 item 2")
 def test_compaction_and_expiry_between_landings_and_merges_lose_nothing(
         settings2: Settings, table: TableId, spark: Any, capfd: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,50 @@ def test_the_loser_of_a_commit_race_lands_nothing_twice(tmp_path: Path, monkeypa
     landed = changelog.scan(selected_fields=("_kafka_offset",)).to_arrow().column("_kafka_offset").to_pylist()
     assert sorted(landed) == list(range(15))  # each offset once
     numbers = changelog.scan(selected_fields=("_cdc_landed",)).to_arrow().column("_cdc_landed").to_pylist()
-    assert sorted(set(numbers)) == [2, 3]  # one number per commit (1: the new table's empty anchor commit)
-    assert changelog.properties["cdc.landed"] == "3"
+    assert sorted(set(numbers)) == [1, 2]  # one number per commit with rows (the new table's empty anchor takes none)
+    assert changelog.properties["cdc.landed"] == "2"
     assert landed_offsets(changelog) == {TOPIC: {0: 15}}  # never backwards
+
+
+def test_a_changelog_made_before_landing_numbers_numbers_its_first_landing(tmp_path: Path) -> None:
+    """A changelog created before `_cdc_landed` existed gets the column on its next landing, and the rows of that very
+    landing (built from the schema read before the column was added) carry the number, not NULL: a NULL would read as
+    merged once the base records a landing number."""
+    settings = load_settings(home=tmp_path, ingest={"buckets": 2})
+    catalog = lake.open_catalog(settings)
+    Lander(settings, catalog).land(_batch(0, 3))
+    ident = lake.changelog_name(TableId(DB, TABLE))
+    with catalog.load_table(ident).update_schema() as update:  # as an older version made it
+        update.delete_column("_cdc_landed")
+    Lander(settings, lake.open_catalog(settings)).land(_batch(3, 6))
+    rows = catalog.load_table(ident).scan(selected_fields=("_kafka_offset", "_cdc_landed")).to_arrow().to_pylist()
+    assert sorted((r["_kafka_offset"], r["_cdc_landed"]) for r in rows if r["_kafka_offset"] >= 3) == [(o, 2) for o in range(3, 9)]
+
+
+def test_offsets_survive_expiry_of_every_landing_commit_and_follow_a_rollback(tmp_path: Path) -> None:
+    """The landing record: the newest landing commit's summary; when maintenance left no landing commit (a
+    compaction then expiry), the table properties that commit set; after a rollback, the summary it rolled back to."""
+    settings = load_settings(home=tmp_path, ingest={"buckets": 2})
+    catalog = lake.open_catalog(settings)
+    Lander(settings, catalog).land(_batch(0, 3))
+    ident = lake.changelog_name(TableId(DB, TABLE))
+    first = catalog.load_table(ident).current_snapshot().snapshot_id
+    Lander(settings, lake.open_catalog(settings)).land(_batch(3, 6))
+    table = catalog.load_table(ident)
+    assert bookkeeping.landing(table).offsets == {"cdc.race.t": {0: 9}}
+    assert table.properties["cdc.kafka-offsets"] == '{"cdc.race.t":{"0":9}}'
+    with table.manage_snapshots() as ms:  # an operator rolls the landing back: it lands offsets 3.. again
+        ms.rollback_to_snapshot(first)
+    assert bookkeeping.landing(catalog.load_table(ident)).offsets == {"cdc.race.t": {0: 3}}
+    Lander(settings, lake.open_catalog(settings)).land(_batch(3, 6))
+    table = catalog.load_table(ident)
+    # a rewrite of every row (a snapshot without the summary, as a compaction makes), then every older snapshot expired
+    table.overwrite(table.scan().to_arrow())
+    table = catalog.load_table(ident)
+    current = table.current_snapshot().snapshot_id
+    table.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in table.snapshots() if s.snapshot_id != current]).commit()
+    table = catalog.load_table(ident)
+    assert len(table.snapshots()) == 1
+    assert "cdc.kafka-offsets" not in (table.current_snapshot().summary.additional_properties or {})
+    assert landed_offsets(table) == {"cdc.race.t": {0: 9}}  # from the properties: nothing lands twice
+    assert bookkeeping.landing(table).landed == 3

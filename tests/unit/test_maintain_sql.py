@@ -99,13 +99,7 @@ def test_expirable_snapshots_exclude_the_newest_of_main_and_branch_heads() -> No
         "ORDER BY made_current_at DESC LIMIT 3)")
 
 
-def test_bookkeeping_snapshots_are_found_by_summary_in_mains_ancestry() -> None:
-    sql = m.newest_with_summary_sql(T, "cdc.kafka-offsets")
-    assert "s.summary['cdc.kafka-offsets'] IS NOT NULL" in sql
-    assert "h.is_current_ancestor" in sql
-    assert sql.startswith("SELECT unix_millis(s.committed_at) FROM `lake`.`shop`.`orders`.`snapshots` s")
-    with pytest.raises(IdentifierError):
-        m.newest_with_summary_sql(T, "bad\nkey")
+def test_snapshot_time() -> None:
     assert m.snapshot_time_sql(T, 42) == "SELECT unix_millis(committed_at) FROM `lake`.`shop`.`orders`.`snapshots` WHERE snapshot_id = 42"
 
 

@@ -17,7 +17,7 @@ from spark_jobs.merge_sql import (
     merge_sql,
     merged_upto_sql,
     quote,
-    set_property_sql,
+    set_properties_sql,
     tombstones_sql,
     truncate_seq_sql,
     write_mode_sql,
@@ -113,12 +113,11 @@ def test_tombstones_record_deletes_and_only_move_forward() -> None:
         "MERGE INTO `lake`.`probe`.`t_tombstones` AS t",
         "USING (SELECT `id`, `_seq`, `_source_ts` FROM `_cdc_latest` WHERE `_op` = 'd') AS s",
         "ON t.`id` = s.`id`",
-        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`",
-        "WHEN NOT MATCHED THEN INSERT (`id`, `_seq`, `_source_ts`) VALUES (s.`id`, s.`_seq`, s.`_source_ts`)",
+        "WHEN MATCHED AND s.`_seq` > t.`_seq` THEN UPDATE SET t.`_seq` = s.`_seq`, t.`_source_ts` = s.`_source_ts`, "
+        "t.`_ingested_at` = current_timestamp()",
+        "WHEN NOT MATCHED THEN INSERT (`id`, `_seq`, `_source_ts`, `_ingested_at`) "
+        "VALUES (s.`id`, s.`_seq`, s.`_source_ts`, current_timestamp())",
     ]
-    assert expire_tombstones_sql(PLAN, 7) == (
-        "DELETE FROM `lake`.`probe`.`t_tombstones` WHERE `_source_ts` < current_timestamp() - INTERVAL 7 DAYS"
-    )
 
 
 def test_changes_after_a_merged_position_only() -> None:
@@ -192,13 +191,21 @@ def test_below_floor_sql_probes_for_one_row_under_the_floor() -> None:
         below_floor_sql(TARGET, "1 OR 1=1")  # type: ignore[arg-type]
 
 
-def test_set_property_sql_escapes_both_literals() -> None:
-    assert set_property_sql(TARGET, "cdc.truncated-before-seq", "42") == (
-        "ALTER TABLE `lake`.`probe`.`t` SET TBLPROPERTIES ('cdc.truncated-before-seq' = '42')"
+def test_set_properties_sql_escapes_every_literal() -> None:
+    assert set_properties_sql(TARGET, {"cdc.truncated-before-seq": "42", "cdc.merged-landed": "7"}) == (
+        "ALTER TABLE `lake`.`probe`.`t` SET TBLPROPERTIES ('cdc.merged-landed' = '7', 'cdc.truncated-before-seq' = '42')"
     )
-    assert set_property_sql(TARGET, "k", "it's \\x").endswith("('k' = 'it\\'s \\\\x')")
+    assert set_properties_sql(TARGET, {"k": "it's \\x"}).endswith("('k' = 'it\\'s \\\\x')")
     with pytest.raises(IdentifierError, match="control characters"):
-        set_property_sql(TARGET, "k", "a\nb")
+        set_properties_sql(TARGET, {"k": "a\nb"})
+
+
+def test_tombstones_age_by_lake_time() -> None:
+    """A tombstone expires by how long it has been in the lake (`_ingested_at`, set when the delete landed in it
+    and again when a newer delete of the key did), not by the source time of the delete."""
+    assert expire_tombstones_sql(PLAN, 7) == (
+        "DELETE FROM `lake`.`probe`.`t_tombstones` WHERE coalesce(`_ingested_at`, `_source_ts`) < current_timestamp() "
+        "- INTERVAL 7 DAYS")
 
 
 def test_truncate_seq_sql() -> None:
