@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdc.events.model import TableId
-from cdc.lake.contract import MERGED_UPTO
+from cdc.lake.contract import MERGED_LANDED, MERGED_UPTO
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
@@ -136,7 +136,7 @@ def read_schedules(settings: Settings, catalog: Catalog, tables: Sequence[TableI
     """Each table's merge schedule from the lake (its base's and changelog's metadata) and the settings."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    from cdc.lake import catalog as lake, state
+    from cdc.lake import bookkeeping, catalog as lake, state
 
     halted = state.halted_tables(catalog)
     out = []
@@ -149,7 +149,12 @@ def read_schedules(settings: Settings, catalog: Catalog, tables: Sequence[TableI
         else:
             merged_upto, last_merge = _last_merge(base)
             last_failed = _last_failed(base)
-        pending = _pending(catalog.load_table(lake.changelog_name(t)), merged_upto)
+        changelog = catalog.load_table(lake.changelog_name(t))
+        merged_landed = bookkeeping.value(base, MERGED_LANDED) if merged_upto is not None or last_merge is not None else None
+        if merged_landed is not None:  # survives compaction and expiry of the changelog
+            pending = bookkeeping.landing(changelog).landed > int(merged_landed)
+        else:
+            pending = _pending(changelog, merged_upto)
         out.append(TableSchedule(str(t), "halted" if t in halted else "streaming", settings.merge_interval_for(t.db, t.table),
                                  last_merge, last_failed, pending))
     return out

@@ -12,7 +12,8 @@ import pytest
 from cdc.cli import main
 from cdc.config import load_settings
 from cdc.events.model import TableId
-from cdc.lake import catalog as lake, state
+from cdc.lake import bookkeeping, catalog as lake, state
+from cdc.lake.contract import MERGED_LANDED
 from cdc.schedule import MINUTE_MS, TableSchedule, due, due_tables, merge_job_args, next_merge_ms
 
 NOW = 1_800_000_000_000
@@ -110,6 +111,15 @@ def lake_tables(home: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     changelog.append(_rows(2))
     with base.transaction() as tx:
         tx.set_properties({lake.MERGED_UPTO: str(changelog.current_snapshot().snapshot_id)})
+    changelog, base = _tables(catalog, "compacted")  # merged 1 of 2 landings; then compaction + expiry of the changelog
+    bookkeeping.commit(changelog, _rows(2), bookkeeping.Landing({"t": {0: 2}}, {}, 1))
+    first = changelog.current_snapshot().snapshot_id
+    bookkeeping.commit(changelog, _rows(1), bookkeeping.Landing({"t": {0: 3}}, {}, 2))
+    with base.transaction() as tx:
+        tx.set_properties({lake.MERGED_UPTO: str(first), MERGED_LANDED: "1"})
+    changelog.overwrite(changelog.scan().to_arrow())
+    current = changelog.current_snapshot().snapshot_id
+    changelog.maintenance.expire_snapshots().by_ids([x.snapshot_id for x in changelog.snapshots() if x.snapshot_id != current]).commit()
     changelog, _ = _tables(catalog, "fresh")
     changelog.append(_rows(2))
     _tables(catalog, "idle")
@@ -125,7 +135,9 @@ def test_cdc_tables_lists_every_table_with_its_schedule(lake_tables: Any, capsys
     assert code == 0, err
     doc = json.loads(out)
     rows = {r["table"]: r for r in doc["tables"]}
-    assert sorted(rows) == ["shop.behind", "shop.expired", "shop.failed", "shop.fresh", "shop.held", "shop.idle", "shop.merged"]
+    assert sorted(rows) == ["shop.behind", "shop.compacted", "shop.expired", "shop.failed", "shop.fresh", "shop.held", "shop.idle",
+                            "shop.merged"]
+    assert rows["shop.compacted"]["pending"] is True  # its unmerged landing survived the changelog's compaction and expiry
     assert (rows["shop.expired"]["last_merge"], rows["shop.expired"]["pending"]) == ("-", False)
     assert rows["shop.behind"]["merge_interval_minutes"] == 60
     assert rows["shop.merged"]["merge_interval_minutes"] == 15
@@ -136,18 +148,19 @@ def test_cdc_tables_lists_every_table_with_its_schedule(lake_tables: Any, capsys
     assert rows["shop.fresh"]["next_merge"] == "now"
     assert rows["shop.failed"]["last_failed_gate"] != "-"
     assert rows["shop.held"]["state"] == "halted"
-    assert {t for t, r in rows.items() if r["due"]} == {"shop.fresh"}
+    # compacted: the time of its merge left with the expired snapshots, and a change waits: due now
+    assert {t for t, r in rows.items() if r["due"]} == {"shop.compacted", "shop.fresh"}
     assert doc["merge_job_args"]["shop.fresh"][-1] == "shop.fresh"
 
 
 def test_cdc_tables_due(lake_tables: Any, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["tables", "--due", "--output", "json"], capsys)
     assert code == 0, err
-    assert [r["table"] for r in json.loads(out)["tables"]] == ["shop.fresh"]
+    assert [r["table"] for r in json.loads(out)["tables"]] == ["shop.compacted", "shop.fresh"]
     # within the hour the merged-but-behind table and the failed one fall due too; nothing to do or halted never does
     code, out, err = run(["tables", "--due", "--within", "3600", "--output", "json"], capsys)
     assert code == 0, err
-    assert [r["table"] for r in json.loads(out)["tables"]] == ["shop.behind", "shop.failed", "shop.fresh"]
+    assert [r["table"] for r in json.loads(out)["tables"]] == ["shop.behind", "shop.compacted", "shop.failed", "shop.fresh"]
     code, out, err = run(["tables", "--due", "shop.merged", "shop.fresh"], capsys)
     assert code == 0, err
     assert "shop.fresh" in out
