@@ -136,7 +136,7 @@ def test_built_in_checks_catch_rows_written_behind_the_merge(
         spark.sql(f"INSERT INTO {base} SELECT * FROM {base} WHERE id = 1")
         spark.sql(f"INSERT INTO {base} SELECT 99, n, amount, note, _seq, _source_ts FROM {base} WHERE id = 2")
         spark.sql(f"INSERT INTO {stack.catalog.name}.`{db}`.a_tombstones "
-                  f"SELECT 99, _seq + 1, _source_ts FROM {base} WHERE id = 2")
+                  f"SELECT 99, _seq + 1, _source_ts, current_timestamp() FROM {base} WHERE id = 2")
         before = _main(stack, table)
         execute(stack, f"INSERT INTO `{db}`.a VALUES (4, 4, 4, 'y')")
         _land(stack, table)
@@ -219,7 +219,7 @@ def test_tombstones_main_moved_after_the_base_publish_is_merged_not_lost(
 
         def concurrent_commit_then_publish(spark_: Any, ident: Any, branch: str) -> None:
             if ident[2] == "a_tombstones":  # a real commit to the tombstones' main, after the base's publish
-                spark.sql(f"INSERT INTO {tombs} VALUES (99, 1, current_timestamp())")
+                spark.sql(f"INSERT INTO {tombs} VALUES (99, 1, current_timestamp(), current_timestamp())")
             publish(spark_, ident, branch)
 
         monkeypatch.setattr(gate_publish, "publish", concurrent_commit_then_publish)
