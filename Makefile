@@ -47,7 +47,7 @@ demo: setup
 	$(BIN)/cdc demo
 
 lint: setup
-	$(BIN)/ruff check cdc spark_jobs tests airflow_dags
+	$(BIN)/ruff check cdc spark_jobs tests airflow_dags benchmarks
 	$(BIN)/mypy
 
 unit: setup
