@@ -116,9 +116,11 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
         order = ["merge", "rebuild"] if i % 2 == 0 else ["rebuild", "merge"]
         for what in order:
             if what == "merge":
+                mark = sb.last_execution(spark)
                 started = time.perf_counter()
                 result = merge_table(spark, names.catalog, names.db, names.table)
                 record["merge_s"] = time.perf_counter() - started
+                record.update(_breakdown(sb.executions_since(spark, mark)))
                 record["merged_changes"] = result.changes
                 record["outcome"] = result.outcome
             else:
@@ -151,6 +153,9 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
     summary = {
         "merge_s": c.stats(merge_s), "rebuild_s": c.stats(rebuild_s),
         "merge_vs_rebuild": c.ratio(med_merge, float(np.median(rebuild_s)) if rebuild_s else None),
+        "merge_sql_s": c.stats([r["sql_s"] for r in runs]),
+        "merge_sql_executions": c.stats([r["sql_executions"] for r in runs]),
+        "merge_write_statements_s": c.stats([sum(r["write_statements_s"]) for r in runs]),
         "merge_slope_s_per_run": slope,
         "merge_slope_relative_per_run": None if slope is None or not med_merge else slope / med_merge,
         "last_third_vs_first_third": c.ratio(float(np.median(merge_s[-third:])), float(np.median(merge_s[:third]))) if merge_s else None,
@@ -163,6 +168,22 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
         "equal_to_rebuild": merged_hash == rebuilt_hash,
     }
     return {"setup": {"fill_seconds": round(fill, 1), "changes_per_run": per_run}, "summary": summary, "runs": runs}, notes
+
+
+def _breakdown(executions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where merge_table's time went: its Spark SQL executions grouped by the line that ran them (the rest of the
+    wall time is the driver's own: planning, catalog calls, great-expectations, py4j). A command's execution may
+    include a nested one's time, so the sum is an upper bound of the time in Spark SQL."""
+    by: dict[str, list[float]] = {}
+    for x in executions:
+        if x["ms"] is not None:  # an eager spark.sql statement has no call site: name it by its plan's root
+            where = x["called_at"] if "<unknown>" not in x["called_at"] else "spark.sql: " + " > ".join(x["root"][:2])
+            by.setdefault(where, []).append(x["ms"] / 1000)
+    top = sorted(by.items(), key=lambda kv: -sum(kv[1]))
+    writes = [x["ms"] / 1000 for x in executions if x["ms"] is not None and any(
+        r.startswith(("WriteDelta", "ReplaceData", "AppendData", "OverwriteByExpression")) for r in x["root"])]
+    return {"sql_s": sum(sum(v) for v in by.values()), "sql_executions": len(executions), "write_statements_s": writes,
+            "sql_by_caller": [{"called_at": k, "n": len(v), "s": round(sum(v), 3)} for k, v in top[:10]]}
 
 
 def _steps(outcome: Any) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """`make bench`: the merge and landing benchmarks (design/BENCHMARKS.md B3, B5, B5b, B6, B7).
 
     .venv/bin/python -m benchmarks.run [--quick | --medium | --full] [--only b3,b5,b5b,b6,b7] [--reps N]
-                                       [--set b5.rows=2000000 ...] [--keep] [--no-write]
+                                       [--set b5.rows=2000000 ...] [--keep] [--no-write | --out DIR]
 
 Profiles: `--quick` (the default; small sizes, minutes), `--medium` (2M-row bases), `--full` (the design's
 sizes: a 20M-row base; hours on a 2-core machine). `--set bench.param=value` overrides one parameter of a
@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks import common as c
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="BENCH.PARAM=VALUE")
     parser.add_argument("--keep", action="store_true", help="keep the temporary lake")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
+    parser.add_argument("--out", type=Path, default=c.RESULTS, help="where the records go (default benchmarks/results)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     profile = args.profile or "quick"
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                     notes = [*notes, f"only {reps} repetitions (BENCHMARKS.md asks for at least 5)"]
                 rec = c.record(bench, profile, {**params, "reps": reps}, results, ctx.settings, started, load, notes)
                 if not args.no_write:
-                    path = c.write_record(rec)
+                    path = c.write_record(rec, args.out)
                     log.info("%s: wrote %s", bench, path)
                 print(f"\n## {bench} ({profile}, {reps} repetitions, {rec['wall_seconds']:.0f} s)")  # noqa: T201
                 for line in module.report(results):

@@ -182,6 +182,22 @@ def plans_since(spark: Any, execution: int) -> list[str]:
     return out
 
 
+def executions_since(spark: Any, execution: int) -> list[dict[str, Any]]:
+    """The SQL executions after `execution`: where they were called from (Spark's description: the caller's
+    file and line), how long they took, and the root of their plan (a MERGE is a WriteDelta or ReplaceData)."""
+    store = spark._jsparkSession.sharedState().statusStore()
+    out = []
+    for x in spark.sparkContext._jvm.scala.jdk.javaapi.CollectionConverters.asJava(store.executionsList()):
+        if int(x.executionId()) <= execution:
+            continue
+        done = x.completionTime()
+        ms = int(done.get().getTime()) - int(x.submissionTime()) if done.isDefined() else None
+        nodes = _tree(str(x.physicalPlanDescription()))
+        roots = [t.split(" (")[0] for _, t in nodes[:3]]
+        out.append({"id": int(x.executionId()), "called_at": str(x.description())[:160], "ms": ms, "root": roots})
+    return out
+
+
 def _tree(plan: str) -> list[tuple[int, str]]:
     """The node lines of a formatted plan's tree, final adaptive plans only: (depth, node text without the
     whole-stage-codegen star). `== Initial Plan ==` sections are left out."""
