@@ -153,6 +153,8 @@ def run(ctx: c.Context, params: dict[str, Any]) -> tuple[dict[str, Any], list[st
     summary = {
         "merge_s": c.stats(merge_s), "rebuild_s": c.stats(rebuild_s),
         "merge_vs_rebuild": c.ratio(med_merge, float(np.median(rebuild_s)) if rebuild_s else None),
+        "merge_vs_rebuild_paired": round(float(np.median([m / r for m, r in zip(merge_s, rebuild_s, strict=True)])), 4)
+        if runs else None,
         "merge_sql_s": c.stats([r["sql_s"] for r in runs]),
         "merge_sql_executions": c.stats([r["sql_executions"] for r in runs]),
         "merge_write_statements_s": c.stats([sum(r["write_statements_s"]) for r in runs]),
@@ -206,7 +208,8 @@ def report(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {r['run']} | {r['merged_changes']} | {c.fmt(r['merge_s'])} | {c.fmt(r['rebuild_s'])} | "
                      f"{c.fmt(r.get('maintain_s'))} | {b['data_files']}/{b['delete_files']} | {b['snapshots']} | "
                      f"{cl['data_files']} | {cl['snapshots']} |")
-    lines.append(f"\nmedian merge / rebuild: {c.fmt(s['merge_vs_rebuild'])}; merge trend {c.fmt(s['merge_slope_s_per_run'])} s per run "
+    lines.append(f"\nmedian merge / rebuild: {c.fmt(s['merge_vs_rebuild'])} (per-run ratios: {c.fmt(s.get('merge_vs_rebuild_paired'))}); "
+                 f"merge trend {c.fmt(s['merge_slope_s_per_run'])} s per run "
                  f"({c.fmt(s['merge_slope_relative_per_run'])} of the median); last third / first third "
                  f"{c.fmt(s['last_third_vs_first_third'])}; maintenance: {s['maintenance']}")
     return lines

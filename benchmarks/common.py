@@ -253,6 +253,13 @@ class Samples:
         values = self.data.get(variant, {}).get(metric)
         return statistics.median(values) if values else None
 
+    def paired_ratio(self, candidate: str, baseline: str, metric: str) -> float | None:
+        """The median of the per-repetition ratios candidate/baseline (samples of one repetition share its noise:
+        on a shared machine this moves less than the ratio of the two medians)."""
+        a, b = self.data.get(candidate, {}).get(metric, []), self.data.get(baseline, {}).get(metric, [])
+        pairs = [x / y for x, y in zip(a, b, strict=False) if y]
+        return round(statistics.median(pairs), 4) if pairs and len(a) == len(b) else None
+
     def summary(self) -> dict[str, dict[str, Any]]:
         return {v: {m: stats(s) for m, s in metrics.items()} for v, metrics in self.data.items()}
 
